@@ -1,0 +1,70 @@
+"""Export RFNet to ONNX with labels and confidence computed inside the graph.
+
+Argmax and softmax-max run in the graph so that no backend pays a NumPy pass
+over (C,H,W) logits per frame; logits stay available as a third output.
+Shapes are static (batch 1, one input size): TensorRT engines are built per
+shape anyway, and static shapes let every backend fold constants.
+
+CLI: rfnet-export-onnx CHECKPOINT OUT.onnx [--height 480 --width 640 --rgb-only]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .engines.base import ModelSpec
+from .network import RFNet
+
+log = logging.getLogger(__name__)
+
+INPUT_RGB = "rgb"
+INPUT_DEPTH = "depth"
+OUTPUT_LABELS = "labels"
+OUTPUT_CONFIDENCE = "confidence"
+OUTPUT_LOGITS = "logits"
+OPSET = 17
+
+
+class RFNetDeploy(nn.Module):
+    """RFNet plus its postprocessing: (labels int32 (1,H,W), confidence (1,H,W), logits)."""
+
+    def __init__(self, model: RFNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, rgb: torch.Tensor, depth: torch.Tensor | None = None):
+        logits = self.model(rgb, depth)
+        top, labels = torch.max(logits, dim=1)
+        # max softmax = 1 / sum(exp(l - max l)): no full softmax tensor kept around.
+        confidence = torch.reciprocal(torch.exp(logits - top.unsqueeze(1)).sum(dim=1))
+        return labels.to(torch.int32), confidence, logits
+
+
+def export_onnx(model: RFNet, spec: ModelSpec, path: str | Path) -> Path:
+    """Write `model` (eval mode, CPU) for `spec` to `path`; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deploy = RFNetDeploy(model).eval().cpu()
+    h, w = spec.input_hw
+    args = [torch.zeros(1, 3, h, w)]
+    names = [INPUT_RGB]
+    if spec.use_depth:
+        args.append(torch.zeros(1, h, w))
+        names.append(INPUT_DEPTH)
+    tmp = path.with_suffix(".onnx.tmp")
+    # Static shapes are intended, so the tracer's "treated as a constant" warnings are noise.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(deploy, tuple(args), str(tmp), input_names=names,
+                          output_names=[OUTPUT_LABELS, OUTPUT_CONFIDENCE, OUTPUT_LOGITS],
+                          opset_version=OPSET, dynamo=False)
+    tmp.replace(path)  # atomic: a half-written file never looks like a model
+    log.info("exported %s (%s, %dx%d) to %s", type(model).__name__, spec.mode, h, w, path)
+    return path

@@ -1,0 +1,64 @@
+"""Shared fixtures: checkpoints rebuilt from the documented rule, small specs."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data"
+REFERENCE = DATA / "rfnet_reference"
+REFERENCE_SEED = 20261121
+
+
+def read_reference_keys() -> list[tuple[str, tuple[int, ...], str]]:
+    rows = []
+    for line in (REFERENCE / "state_dict_keys.tsv").read_text().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, shape, dtype = line.split("\t")
+        rows.append((key, tuple(int(s) for s in shape.strip("()").split(",") if s.strip()), dtype))
+    return rows
+
+
+def reference_state_dict(seed: int = REFERENCE_SEED) -> dict[str, torch.Tensor]:
+    """The reference checkpoint's tensors, rebuilt from the rule in rfnet_reference/README.md."""
+    rng = np.random.default_rng(seed)
+    sd = {}
+    for key, shape, dtype in read_reference_keys():
+        if dtype == "int64":
+            sd[key] = torch.zeros(shape, dtype=torch.int64)
+            continue
+        z = rng.standard_normal(shape)
+        if key.endswith("running_var"):
+            a = 1 + 0.1 * np.abs(z)
+        elif key.endswith("running_mean"):
+            a = 0.1 * z
+        elif key.endswith("weight") and len(shape) == 1:
+            a = 1 + 0.1 * z
+        elif key.endswith("bias"):
+            a = 0.05 * z
+        else:
+            a = z * math.sqrt(2.0 / math.prod(shape[1:]))
+        sd[key] = torch.from_numpy(a.astype(np.float32))
+    return sd
+
+
+def write_ianvs_checkpoint(path: Path, state_dict: dict) -> Path:
+    """Exactly the layout the Ianvs/RFNet trainer writes."""
+    torch.save({"epoch": 1, "state_dict": state_dict, "optimizer": {}, "best_pred": 0.0}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def reference_checkpoint(tmp_path_factory) -> Path:
+    return write_ianvs_checkpoint(tmp_path_factory.mktemp("ckpt") / "pretrain_model.pth",
+                                  reference_state_dict())
+
+
+@pytest.fixture(scope="session")
+def reference_outputs() -> dict[str, np.ndarray]:
+    with np.load(REFERENCE / "reference_outputs.npz") as z:
+        return dict(z)
