@@ -1,0 +1,53 @@
+"""The node's configuration: one typed object, filled from ROS parameters at the edge.
+
+Every field is a ROS parameter of the same name (declared with this default),
+so `launch/edge_params.yaml`, `--ros-args -p name:=value` and this file agree.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class EdgeNodeConfig:
+    # Topics. The RGB topic carries sensor_msgs/Image, or CompressedImage when rgb_compressed.
+    rgb_topic: str = "/camera/color/image_raw"
+    rgb_compressed: bool = False
+    depth_topic: str = "/camera/aligned_depth_to_color/image_raw"
+    # RGB-D model (depth paired by stamp) or RGB-only model (depth topic ignored).
+    use_depth: bool = True
+    pair_tolerance_s: float = 0.02     # |stamp(rgb) - stamp(depth)| accepted as one frame
+    pair_timeout_s: float = 0.5        # an unpaired frame older than this is dropped and counted
+    # Model and engine.
+    model_path: str = ""               # Ianvs/RFNet .pth checkpoint or exported .onnx
+    backend: str = "onnxruntime"       # onnxruntime | tensorrt | torch
+    device: str = "auto"               # onnxruntime: auto|cpu|cuda; torch: cpu|cuda:0
+    precision: str = "fp16"            # tensorrt: fp32|fp16|int8
+    threads: int = 0                   # onnxruntime intra-op threads, 0 = library default
+    cache_dir: str = "~/.cache/seg_edge"
+    input_height: int = 480
+    input_width: int = 640
+    class_file: str = ""               # empty: the packaged cloud-robotics 30 classes
+    depth_units_per_metre: float = 25.5  # metres -> the 8-bit depth scale the model was trained on
+    # QoS of the camera subscriptions: "sensor_data" (best effort) or "reliable".
+    input_qos: str = "sensor_data"
+    overlay_alpha: float = 0.5
+    diagnostics_period_s: float = 1.0
+
+    @classmethod
+    def parameter_defaults(cls) -> dict[str, object]:
+        return {f.name: f.default for f in fields(cls)}
+
+    def validate(self) -> None:
+        """Raise ValueError naming the parameter and the accepted values."""
+        if self.backend not in ("onnxruntime", "tensorrt", "torch"):
+            raise ValueError(f"parameter backend={self.backend!r}: use onnxruntime, tensorrt or torch")
+        if self.input_qos not in ("sensor_data", "reliable"):
+            raise ValueError(f"parameter input_qos={self.input_qos!r}: use sensor_data or reliable")
+        if self.input_height < 32 or self.input_width < 32 or self.input_height % 32 or self.input_width % 32:
+            raise ValueError(f"parameters input_height/input_width={self.input_height}x{self.input_width}: "
+                             "use multiples of 32 (RFNet downsamples by 32), e.g. 480x640")
+        if not 0.0 <= self.overlay_alpha <= 1.0:
+            raise ValueError(f"parameter overlay_alpha={self.overlay_alpha}: use a value in [0, 1]")
+        if self.pair_tolerance_s < 0 or self.pair_timeout_s <= 0:
+            raise ValueError("parameters pair_tolerance_s >= 0 and pair_timeout_s > 0 are required")

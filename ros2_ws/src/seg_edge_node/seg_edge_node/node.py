@@ -1,0 +1,256 @@
+"""The robot-side segmentation node: a thin rclpy adapter over ROS-free modules.
+
+Callbacks only pair messages and drop them into a one-slot mailbox; a worker
+thread converts, segments and publishes the newest frame, so inference never
+runs on the executor and latency never grows with a backlog.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import uuid
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CompressedImage, Image
+from seg_msgs.msg import ModelStatus, SegmentationResult
+
+from rfnet.checkpoint import CheckpointError
+from rfnet.classes import ClassFileError, load_class_list
+from rfnet.engines import EngineConfig, EngineError, ModelSpec, load_engine
+from rfnet.preprocessing import PreprocessConfig
+
+from .config import EdgeNodeConfig
+from .frame_pairing import StampPairer
+from .image_conversion import (ImageConversionError, compressed_to_rgb, image_to_depth_m,
+                               image_to_rgb, mono8_to_image, rgb_to_image)
+from .keep_latest import LatestSlot
+from .node_stats import NodeStats
+from .overlay import colour_overlay
+from .pipeline import SegmentationPipeline
+
+RELIABLE_OUT = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE,
+                          history=HistoryPolicy.KEEP_LAST)
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LOG_THROTTLE_S = 5.0
+
+
+class StartupError(RuntimeError):
+    """Configuration or model problem found at start; the node exits with its message."""
+
+
+def stamp_ns(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+class SegEdgeNode(Node):
+    def __init__(self):
+        super().__init__("seg_edge_node")
+        for name, default in EdgeNodeConfig.parameter_defaults().items():
+            self.declare_parameter(name, default)
+        self.config = EdgeNodeConfig(**{n: self.get_parameter(n).value
+                                        for n in EdgeNodeConfig.parameter_defaults()})
+        self.stats = NodeStats()
+        self._slot: LatestSlot[tuple] = LatestSlot()
+        self._status_pub = self.create_publisher(ModelStatus, "~/model_status", LATCHED)
+        self._publish_status(ModelStatus.STATE_LOADING, version="")
+        try:
+            self.config.validate()
+            self._load_model()
+        except (ValueError, CheckpointError, EngineError, ClassFileError) as e:
+            self._publish_status(ModelStatus.STATE_FAILED, version="", error=str(e))
+            raise StartupError(str(e)) from e
+
+        self._labels_pub = self.create_publisher(Image, "~/labels", RELIABLE_OUT)
+        self._overlay_pub = self.create_publisher(Image, "~/overlay", RELIABLE_OUT)
+        self._result_pub = self.create_publisher(SegmentationResult, "~/result", RELIABLE_OUT)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._subscribe()
+        self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
+        self._publish_status(ModelStatus.STATE_SERVING, version=self.model_version)
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name="segmentation", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"serving model {self.model_version} on {self.config.backend} "
+            f"({self.spec.mode}, {self.spec.input_height}x{self.spec.input_width}); "
+            f"rgb={self.config.rgb_topic}" + (f" depth={self.config.depth_topic}" if self.config.use_depth else ""))
+
+    # -- setup -------------------------------------------------------------------------
+    def _load_model(self) -> None:
+        cfg = self.config
+        self.classes = load_class_list(cfg.class_file or None)
+        self.palette = self.classes.palette()
+        self.spec = ModelSpec(self.classes.num_classes, cfg.input_height, cfg.input_width, cfg.use_depth)
+        self.get_logger().info(f"loading {cfg.model_path} with {cfg.backend} ...")
+        loaded = load_engine(EngineConfig(cfg.model_path, self.spec, cfg.backend, cfg.cache_dir,
+                                          cfg.device, cfg.threads, cfg.precision))
+        self.model_version = loaded.version
+        self.pipeline = SegmentationPipeline(
+            loaded.engine, PreprocessConfig(cfg.input_height, cfg.input_width, cfg.depth_units_per_metre))
+
+    def _subscribe(self) -> None:
+        cfg = self.config
+        qos = qos_profile_sensor_data if cfg.input_qos == "sensor_data" else RELIABLE_OUT
+        rgb_type = CompressedImage if cfg.rgb_compressed else Image
+        self.create_subscription(rgb_type, cfg.rgb_topic, self._on_rgb, qos)
+        self._pairer = None
+        if cfg.use_depth:
+            self._pairer = StampPairer(int(cfg.pair_tolerance_s * 1e9), int(cfg.pair_timeout_s * 1e9))
+            self.create_subscription(Image, cfg.depth_topic, self._on_depth, qos)
+
+    # -- callbacks: cheap, never block ------------------------------------------------
+    def _on_rgb(self, msg) -> None:
+        self.stats.count("rgb_received")
+        if self._pairer is None:
+            self._slot.put((msg, None))
+            return
+        pair = self._pairer.add_rgb(stamp_ns(msg.header), msg)
+        if pair is not None:
+            self._slot.put((pair.rgb, pair.depth))
+
+    def _on_depth(self, msg: Image) -> None:
+        self.stats.count("depth_received")
+        pair = self._pairer.add_depth(stamp_ns(msg.header), msg)
+        if pair is not None:
+            self._slot.put((pair.rgb, pair.depth))
+
+    # -- worker --------------------------------------------------------------------------
+    def _work(self) -> None:
+        while self._running:
+            item = self._slot.take(timeout=0.2)
+            if item is None:
+                continue
+            try:
+                self._process(*item)
+            except Exception as e:  # keep serving: one bad frame must not stop the robot
+                self.stats.count("processing_errors")
+                self.get_logger().error(f"frame failed: {type(e).__name__}: {e}",
+                                        throttle_duration_sec=LOG_THROTTLE_S)
+
+    def _convert(self, rgb_msg, depth_msg):
+        try:
+            rgb = compressed_to_rgb(rgb_msg) if self.config.rgb_compressed else image_to_rgb(rgb_msg)
+        except ImageConversionError as e:
+            self.stats.count("rejected_rgb")
+            self.get_logger().warning(f"dropped RGB frame from {self.config.rgb_topic}: {e}",
+                                      throttle_duration_sec=LOG_THROTTLE_S)
+            return None
+        if depth_msg is None:
+            return rgb, None
+        try:
+            depth = image_to_depth_m(depth_msg)
+        except ImageConversionError as e:
+            self.stats.count("rejected_depth")
+            self.get_logger().warning(f"dropped frame: depth on {self.config.depth_topic}: {e}",
+                                      throttle_duration_sec=LOG_THROTTLE_S)
+            return None
+        (h, w), (dh, dw) = rgb.shape[:2], depth.shape
+        if abs(h * dw - w * dh) > max(h, w):  # aspect ratios differ: not registered to the colour camera
+            self.stats.count("rejected_depth")
+            self.get_logger().warning(
+                f"dropped frame: depth is {dw}x{dh} but RGB is {w}x{h}; publish depth registered "
+                "to the colour camera (e.g. aligned_depth_to_color)", throttle_duration_sec=LOG_THROTTLE_S)
+            return None
+        return rgb, depth
+
+    def _process(self, rgb_msg, depth_msg) -> None:
+        converted = self._convert(rgb_msg, depth_msg)
+        if converted is None:
+            return
+        rgb, depth = converted
+        result = self.pipeline.run(rgb, depth)
+        if result.invalid_depth_fraction >= 1.0:
+            self.stats.count("depth_all_invalid")
+            self.get_logger().warning(
+                "depth image has no valid pixel (all NaN, inf or 0): segmenting with depth treated as "
+                "missing; check the depth camera", throttle_duration_sec=LOG_THROTTLE_S)
+        elif result.invalid_depth_fraction > 0.0:
+            self.stats.count("depth_frames_with_invalid_pixels")
+
+        header = rgb_msg.header
+        labels_msg = mono8_to_image(result.labels, header)
+        self._labels_pub.publish(labels_msg)
+        out = SegmentationResult()
+        out.header = header
+        out.frame_uuid = str(uuid.uuid4())
+        out.labels = labels_msg
+        out.confidence = mono8_to_image(result.confidence, header)
+        out.mining_policy = "none"
+        out.model_version = self.model_version
+        out.source = SegmentationResult.SOURCE_EDGE
+        out.inference_time_ms = float(result.inference_ms)
+        self._result_pub.publish(out)
+        if self._overlay_pub.get_subscription_count() > 0:
+            overlay = colour_overlay(rgb, result.labels, self.palette, self.config.overlay_alpha)
+            self._overlay_pub.publish(rgb_to_image(overlay, header))
+        latency_ms = (self.get_clock().now().nanoseconds - stamp_ns(header)) / 1e6
+        self.stats.frame_done(latency_ms, result.inference_ms)
+
+    # -- status ------------------------------------------------------------------------
+    def _publish_status(self, state: int, version: str, error: str = "") -> None:
+        msg = ModelStatus()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.version = version
+        msg.backend = self.config.backend if hasattr(self, "config") else ""
+        msg.state = state
+        msg.last_error = error
+        self._status_pub.publish(msg)
+
+    def _publish_diagnostics(self) -> None:
+        snap = self.stats.snapshot()
+        if self._pairer is not None:
+            snap["rgb_without_depth"] = self._pairer.rgb_without_depth
+            snap["depth_without_rgb"] = self._pairer.depth_without_rgb
+        snap["frames_skipped_stale"] = self._slot.replaced
+        problems = [k for k in ("rejected_rgb", "rejected_depth", "processing_errors", "depth_all_invalid")
+                    if snap.get(k)]
+        status = DiagnosticStatus()
+        status.name = f"{self.get_name()}: segmentation"
+        status.hardware_id = self.config.backend
+        status.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
+        status.message = (f"serving {self.model_version}" +
+                          (f"; bad input seen: {', '.join(problems)}" if problems else ""))
+        values = {"backend": self.config.backend, "model_version": self.model_version,
+                  **{k: f"{v:.3f}" if isinstance(v, float) else str(v) for k, v in sorted(snap.items())}}
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [status]
+        self._diag_pub.publish(array)
+
+    def stop(self) -> None:
+        self._running = False
+        self._slot.close()
+        if hasattr(self, "_worker"):
+            self._worker.join(timeout=5.0)
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.ALL)
+    node = None
+    try:
+        node = SegEdgeNode()
+        rclpy.spin(node)
+    except StartupError as e:
+        print(f"[seg_edge_node] cannot start: {e}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.stop()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

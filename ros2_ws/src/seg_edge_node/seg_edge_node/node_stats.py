@@ -1,0 +1,40 @@
+"""Counters, frame rate and latency percentiles for the node's diagnostics."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+
+import numpy as np
+
+
+class NodeStats:
+    def __init__(self, window: int = 300):
+        self._lock = threading.Lock()
+        self.counters: Counter[str] = Counter()
+        self._latency_ms: deque[float] = deque(maxlen=window)
+        self._engine_ms: deque[float] = deque(maxlen=window)
+        self._done_at: deque[float] = deque(maxlen=window)
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counters[name] += n
+
+    def frame_done(self, latency_ms: float, engine_ms: float) -> None:
+        with self._lock:
+            self.counters["frames_segmented"] += 1
+            self._latency_ms.append(latency_ms)
+            self._engine_ms.append(engine_ms)
+            self._done_at.append(time.monotonic())
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            snap: dict[str, float] = dict(self.counters)
+            done = list(self._done_at)
+            if len(done) >= 2 and done[-1] > done[0]:
+                snap["rate_hz"] = (len(done) - 1) / (done[-1] - done[0])
+            for name, values in (("latency_ms", self._latency_ms), ("engine_ms", self._engine_ms)):
+                if values:
+                    p50, p99 = np.percentile(np.fromiter(values, float), [50, 99])
+                    snap[f"{name}_p50"], snap[f"{name}_p99"] = float(p50), float(p99)
+            return snap
