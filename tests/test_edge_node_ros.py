@@ -16,8 +16,7 @@ from std_msgs.msg import Header
 
 from rfnet.engines import EngineConfig, ModelSpec, load_engine
 from rfnet.preprocessing import PreprocessConfig
-from ros_processes import (NODE_EXE, PARAMS_FILE, Proc, python_module, python_script, ros_env,
-                           wait_until)
+from ros_processes import NODE_EXE, PARAMS_FILE, Proc, python_module, python_script, ros_env, wait_serving
 from seg_edge_node.image_conversion import (compressed_to_rgb, image_to_depth_m, image_to_rgb,
                                             rgb_to_image)
 from seg_edge_node.pipeline import SegmentationPipeline
@@ -36,11 +35,6 @@ def start_node(tmp, env, checkpoint, *overrides) -> Proc:
     for o in overrides:
         args += ["-p", o]
     return Proc("node", [NODE_EXE, *args], env, tmp)
-
-
-def wait_serving(node: Proc) -> None:
-    wait_until(lambda: "serving model" in node.log() or not node.alive(), 90, "the node to load its model")
-    assert node.alive(), node.log()
 
 
 def offline_labels(checkpoint, cache, use_depth: bool, frames: dict[int, tuple]) -> dict[int, np.ndarray]:

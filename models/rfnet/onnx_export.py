@@ -18,16 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .engines.base import ModelSpec
+from .model_io import (INPUT_DEPTH, INPUT_RGB, OUTPUT_CONFIDENCE, OUTPUT_LABELS, OUTPUT_LOGITS,
+                       ModelSpec)
 from .network import RFNet
 
 log = logging.getLogger(__name__)
 
-INPUT_RGB = "rgb"
-INPUT_DEPTH = "depth"
-OUTPUT_LABELS = "labels"
-OUTPUT_CONFIDENCE = "confidence"
-OUTPUT_LOGITS = "logits"
 OPSET = 17
 
 

@@ -11,27 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..model_io import ModelSpec
+
+__all__ = ["EngineError", "ModelSpec", "SegmentationEngine", "SegmentationOutput", "labels_from_int"]
+
 
 class EngineError(RuntimeError):
     """An engine could not be built or could not run; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What a compiled model expects and produces. Shapes are static per engine."""
-
-    num_classes: int = 30
-    input_height: int = 480
-    input_width: int = 640
-    use_depth: bool = True
-
-    @property
-    def input_hw(self) -> tuple[int, int]:
-        return (self.input_height, self.input_width)
-
-    @property
-    def mode(self) -> str:
-        return "rgbd" if self.use_depth else "rgb"
 
 
 @dataclass

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ..onnx_export import (INPUT_DEPTH, INPUT_RGB, OUTPUT_CONFIDENCE, OUTPUT_LABELS,
+from ..model_io import (INPUT_DEPTH, INPUT_RGB, OUTPUT_CONFIDENCE, OUTPUT_LABELS,
                            OUTPUT_LOGITS)
 from .base import EngineError, ModelSpec, SegmentationEngine, SegmentationOutput, labels_from_int
 

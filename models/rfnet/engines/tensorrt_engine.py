@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..onnx_export import (INPUT_DEPTH, INPUT_RGB, OUTPUT_CONFIDENCE, OUTPUT_LABELS,
+from ..model_io import (INPUT_DEPTH, INPUT_RGB, OUTPUT_CONFIDENCE, OUTPUT_LABELS,
                            OUTPUT_LOGITS)
 from .base import (EngineError, ModelSpec, SegmentationEngine, SegmentationOutput,
                    labels_from_int)
