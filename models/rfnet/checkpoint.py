@@ -58,7 +58,7 @@ def require_checkpoint_file(path: Path) -> Path:
     if not path.is_file():
         raise CheckpointError(
             f"RFNet checkpoint not found: {path}. Give the path of an Ianvs/RFNet .pth file "
-            "(e.g. the example's pretrain_model.pth) in the model_path parameter.")
+            "(e.g. the Ianvs example's pretrain_model.pth).")
     return path
 
 

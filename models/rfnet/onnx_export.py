@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import warnings
 from pathlib import Path
 
@@ -64,3 +65,50 @@ def export_onnx(model: RFNet, spec: ModelSpec, path: str | Path) -> Path:
     tmp.replace(path)  # atomic: a half-written file never looks like a model
     log.info("exported %s (%s, %dx%d) to %s", type(model).__name__, spec.mode, h, w, path)
     return path
+
+
+def main(argv=None) -> int:
+    from .checkpoint import CheckpointError, load_checkpoint
+
+    ap = argparse.ArgumentParser(description="Export an Ianvs/RFNet checkpoint to ONNX (labels, confidence, "
+                                             "logits outputs; static input size).")
+    ap.add_argument("checkpoint", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--rgb-only", action="store_true", help="export the RGB-only branch (no depth input)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+    except CheckpointError as e:
+        print(f"rfnet-export-onnx: {e}", file=sys.stderr)
+        return 2
+    spec = ModelSpec(ckpt.num_classes, args.height, args.width, use_depth=not args.rgb_only)
+    export_onnx(ckpt.model, spec, args.out)
+    _check_against_torch(ckpt.model, spec, args.out)
+    return 0
+
+
+def _check_against_torch(model: RFNet, spec: ModelSpec, path: Path) -> None:
+    """Refuse to leave behind an ONNX file that does not compute what torch computes."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    h, w = spec.input_hw
+    feeds = {INPUT_RGB: rng.standard_normal((1, 3, h, w), dtype=np.float32)}
+    if spec.use_depth:
+        feeds[INPUT_DEPTH] = rng.standard_normal((1, h, w), dtype=np.float32)
+    labels = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run([OUTPUT_LABELS], feeds)[0]
+    with torch.no_grad():
+        ref = model(*(torch.from_numpy(v) for v in feeds.values())).argmax(1).numpy()
+    agreement = float((labels == ref).mean())
+    if agreement < 0.999:
+        path.unlink()
+        raise SystemExit(f"rfnet-export-onnx: ONNX Runtime and torch agree on only {agreement:.4%} of pixels; "
+                         "export removed")
+    log.info("ONNX Runtime and torch agree on %.4f%% of pixels", 100 * agreement)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,12 +15,15 @@ import signal
 import sys
 import time
 
+import cv2
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
+
+from .image_conversion import image_to_rgb
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 
@@ -35,6 +38,7 @@ class ResultRecorder(Node):
         self.diagnostics: dict[str, str] = {}
         self.overlays = 0
         self.overlay_encoding = ""
+        self.last_overlay: Image | None = None
         self.create_subscription(Image, args.labels_topic, self._on_labels, RELIABLE)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         if args.overlay_topic:
@@ -49,6 +53,7 @@ class ResultRecorder(Node):
     def _on_overlay(self, msg: Image) -> None:
         self.overlays += 1
         self.overlay_encoding = msg.encoding
+        self.last_overlay = msg
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -73,6 +78,9 @@ class ResultRecorder(Node):
         np.savez_compressed(self.args.out + ".npz", **arrays)
         with open(self.args.out + ".json", "w") as f:
             json.dump(self.summary(), f, indent=1)
+        if self.args.overlay_png and self.last_overlay is not None:
+            rgb = image_to_rgb(self.last_overlay)
+            cv2.imwrite(self.args.overlay_png, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
 def parse_args(argv):
@@ -81,6 +89,7 @@ def parse_args(argv):
     p.add_argument("--node-name", default="seg_edge_node")
     p.add_argument("--labels-topic", default="/seg_edge_node/labels")
     p.add_argument("--overlay-topic", default="", help="also count overlay images on this topic")
+    p.add_argument("--overlay-png", default="", help="save the last overlay image to this PNG file")
     p.add_argument("--count", type=int, default=0, help="stop after this many label images (0 = never)")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = never)")
     p.add_argument("--linger", type=float, default=0.0,
