@@ -111,3 +111,18 @@ def test_preprocessing_matches_the_original_pipeline():
     # 1 m -> 25.5 on the 8-bit scale; invalid -> 0; 20 m clipped to 255.
     expected_d = (np.array([[25.5, 0], [0, 255]]) / 255 - 0.12176) / 0.09752
     np.testing.assert_allclose(d[0], expected_d, rtol=1e-5)
+
+
+def test_export_cli_writes_a_checked_onnx_file(reference_checkpoint, tmp_path):
+    import subprocess
+    import sys
+    out = tmp_path / "rfnet.onnx"
+    run = subprocess.run([sys.executable, "-m", "rfnet.onnx_export", str(reference_checkpoint), str(out),
+                          "--height", "96", "--width", "128", "--rgb-only"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "agree on 100" in run.stderr or "agree on 99.9" in run.stderr
+    engine = load_engine(EngineConfig(str(out), ModelSpec(30, 96, 128, use_depth=False), "onnxruntime")).engine
+    assert engine.infer(inputs_for(ModelSpec(30, 96, 128, False), 0)[0]).labels.shape == (96, 128)
+    bad = subprocess.run([sys.executable, "-m", "rfnet.onnx_export", str(tmp_path / "none.pth"), str(out)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "checkpoint not found" in bad.stderr
