@@ -5,6 +5,7 @@ so `launch/edge_params.yaml`, `--ros-args -p name:=value` and this file agree.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 
@@ -49,5 +50,11 @@ class EdgeNodeConfig:
                              "use multiples of 32 (RFNet downsamples by 32), e.g. 480x640")
         if not 0.0 <= self.overlay_alpha <= 1.0:
             raise ValueError(f"parameter overlay_alpha={self.overlay_alpha}: use a value in [0, 1]")
-        if self.pair_tolerance_s < 0 or self.pair_timeout_s <= 0:
-            raise ValueError("parameters pair_tolerance_s >= 0 and pair_timeout_s > 0 are required")
+        # Written as `not (ok)` so that NaN (and inf, which int(s * 1e9) cannot take) is rejected too.
+        if not (0.0 <= self.pair_tolerance_s < math.inf and 0.0 < self.pair_timeout_s < math.inf):
+            raise ValueError("parameters pair_tolerance_s >= 0 and pair_timeout_s > 0 (finite) are required")
+        if not 0.0 < self.depth_units_per_metre < math.inf:
+            raise ValueError(f"parameter depth_units_per_metre={self.depth_units_per_metre}: use a positive "
+                             "number, the model's 8-bit depth units per metre (e.g. 25.5 maps 0..10 m)")
+        if not 0.0 < self.diagnostics_period_s < math.inf:
+            raise ValueError(f"parameter diagnostics_period_s={self.diagnostics_period_s}: use a period > 0 s")
