@@ -9,6 +9,10 @@ import numpy as np
 
 
 class NodeStats:
+    # After this long without a finished frame the rate is reported as 0, not as the
+    # rate of the last frames seen, so a stalled camera shows up in diagnostics.
+    STALE_AFTER_S = 3.0
+
     def __init__(self, window: int = 300):
         self._lock = threading.Lock()
         self.counters: Counter[str] = Counter()
@@ -31,7 +35,9 @@ class NodeStats:
         with self._lock:
             snap: dict[str, float] = dict(self.counters)
             done = list(self._done_at)
-            if len(done) >= 2 and done[-1] > done[0]:
+            if done and time.monotonic() - done[-1] > self.STALE_AFTER_S:
+                snap["rate_hz"] = 0.0
+            elif len(done) >= 2 and done[-1] > done[0]:
                 snap["rate_hz"] = (len(done) - 1) / (done[-1] - done[0])
             for name, values in (("latency_ms", self._latency_ms), ("engine_ms", self._engine_ms)):
                 if values:
