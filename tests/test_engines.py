@@ -53,6 +53,8 @@ def test_onnxruntime_agrees_with_torch(engines, mode):
         agreement = (a.labels == b.labels).mean()
         assert agreement >= 0.999, f"argmax agreement {agreement:.5f}"
         assert np.abs(a.logits - b.logits).max() < 1e-2
+        assert a.logits_lowres.shape == (30, *spec.lowres_hw) == b.logits_lowres.shape
+        assert np.abs(a.logits_lowres - b.logits_lowres).max() < 1e-2
         np.testing.assert_allclose(a.confidence, b.confidence, atol=1e-3)
         # The graph's labels/confidence are the argmax / max-softmax of its own logits.
         assert np.array_equal(b.labels, b.logits.argmax(0))

@@ -12,6 +12,11 @@ INPUT_DEPTH = "depth"             # (1, H, W) float32, normalized; RGB-D graphs 
 OUTPUT_LABELS = "labels"          # (1, H, W) int32 class ids
 OUTPUT_CONFIDENCE = "confidence"  # (1, H, W) float32 top-1 softmax probability
 OUTPUT_LOGITS = "logits"          # (1, C, H, W) float32
+# (1, C, H/4, W/4) float32: logits at the network's own output resolution, before the
+# final upsampling. Cheap to fetch every frame; mining rules use it.
+OUTPUT_LOGITS_LOWRES = "logits_lowres"
+# Bumped whenever the exported graph's inputs/outputs change, so cached exports are redone.
+GRAPH_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -30,3 +35,21 @@ class ModelSpec:
     @property
     def mode(self) -> str:
         return "rgbd" if self.use_depth else "rgb"
+
+    @property
+    def lowres_hw(self) -> tuple[int, int]:
+        """The decoder's output size: the stem's two stride-2 steps, rounding up."""
+        return (-(-(-(-self.input_height // 2)) // 2), -(-(-(-self.input_width // 2)) // 2))
+
+    def output_shapes(self) -> dict[str, tuple[int, ...]]:
+        h, w = self.input_hw
+        return {OUTPUT_LABELS: (1, h, w), OUTPUT_CONFIDENCE: (1, h, w),
+                OUTPUT_LOGITS: (1, self.num_classes, h, w),
+                OUTPUT_LOGITS_LOWRES: (1, self.num_classes, *self.lowres_hw)}
+
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        h, w = self.input_hw
+        shapes = {INPUT_RGB: (1, 3, h, w)}
+        if self.use_depth:
+            shapes[INPUT_DEPTH] = (1, h, w)
+        return shapes

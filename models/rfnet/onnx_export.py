@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from .model_io import (INPUT_DEPTH, INPUT_RGB, OUTPUT_CONFIDENCE, OUTPUT_LABELS, OUTPUT_LOGITS,
-                       ModelSpec)
-from .network import RFNet
+                       OUTPUT_LOGITS_LOWRES, ModelSpec)
+from .network import RFNet, upsample
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +29,20 @@ OPSET = 17
 
 
 class RFNetDeploy(nn.Module):
-    """RFNet plus its postprocessing: (labels int32 (1,H,W), confidence (1,H,W), logits)."""
+    """RFNet plus its postprocessing: labels int32 (1,H,W), confidence (1,H,W), logits, logits_lowres."""
 
     def __init__(self, model: RFNet):
         super().__init__()
         self.model = model
 
     def forward(self, rgb: torch.Tensor, depth: torch.Tensor | None = None):
-        logits = self.model(rgb, depth)
+        # Same computation as RFNet.forward, split to expose the pre-upsampling logits.
+        lowres = self.model.logits(self.model.backbone(rgb, depth))
+        logits = upsample(lowres, rgb.shape[-2:])
         top, labels = torch.max(logits, dim=1)
         # max softmax = 1 / sum(exp(l - max l)): no full softmax tensor kept around.
         confidence = torch.reciprocal(torch.exp(logits - top.unsqueeze(1)).sum(dim=1))
-        return labels.to(torch.int32), confidence, logits
+        return labels.to(torch.int32), confidence, logits, lowres
 
 
 def export_onnx(model: RFNet, spec: ModelSpec, path: str | Path) -> Path:
@@ -60,7 +62,7 @@ def export_onnx(model: RFNet, spec: ModelSpec, path: str | Path) -> Path:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(deploy, tuple(args), str(tmp), input_names=names,
-                          output_names=[OUTPUT_LABELS, OUTPUT_CONFIDENCE, OUTPUT_LOGITS],
+                          output_names=[OUTPUT_LABELS, OUTPUT_CONFIDENCE, OUTPUT_LOGITS, OUTPUT_LOGITS_LOWRES],
                           opset_version=OPSET, dynamo=False)
     tmp.replace(path)  # atomic: a half-written file never looks like a model
     log.info("exported %s (%s, %dx%d) to %s", type(model).__name__, spec.mode, h, w, path)

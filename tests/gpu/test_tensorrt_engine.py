@@ -76,6 +76,7 @@ def assert_agrees(engine, onnx_path, spec, min_agreement, confidence_atol):
         out = engine.infer(rgb, depth, return_logits=True)
         assert out.labels.dtype == np.uint8 and out.labels.shape == spec.input_hw
         assert out.logits.shape == (spec.num_classes, *spec.input_hw)
+        assert out.logits_lowres.shape == (spec.num_classes, *spec.lowres_hw)
         agreement = (out.labels == ref["labels"]).mean()
         assert agreement >= min_agreement, f"label agreement {agreement:.5f}"
         np.testing.assert_allclose(out.confidence, ref["confidence"], atol=confidence_atol)

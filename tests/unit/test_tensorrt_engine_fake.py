@@ -31,17 +31,26 @@ RGB_SPEC = ModelSpec(num_classes=5, input_height=8, input_width=12, use_depth=Fa
 MAGIC = b"FAKEPLAN"
 
 
-class TinyNet(torch.nn.Module):
-    """Stands in for RFNet: same call signature, (1,C,H,W) logits."""
+class TinyBackbone(torch.nn.Module):
+    """Features at 1/4 resolution, like RFNet's decoder output."""
 
-    def __init__(self, num_classes: int):
+    def __init__(self):
         super().__init__()
-        self.rgb = torch.nn.Conv2d(3, num_classes, 1)
-        self.depth = torch.nn.Conv2d(1, num_classes, 1)
+        self.rgb = torch.nn.Conv2d(3, 8, 4, stride=4)
+        self.depth = torch.nn.Conv2d(1, 8, 4, stride=4)
 
     def forward(self, rgb, depth=None):
         out = self.rgb(rgb)
         return out if depth is None else out + self.depth(depth.unsqueeze(1))
+
+
+class TinyNet(torch.nn.Module):
+    """Stands in for RFNet with the parts the export uses: `backbone` and the `logits` head."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.backbone = TinyBackbone()
+        self.logits = torch.nn.Conv2d(8, num_classes, 1)
 
 
 @pytest.fixture(scope="module")
@@ -347,7 +356,7 @@ def frame(spec: ModelSpec, seed: int = 0):
 def reference(onnx_path, rgb, depth):
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     feeds = {"rgb": rgb} if depth is None else {"rgb": rgb, "depth": depth}
-    return dict(zip(["labels", "confidence", "logits"], session.run(None, feeds)))
+    return dict(zip(["labels", "confidence", "logits", "logits_lowres"], session.run(None, feeds)))
 
 
 # --- tests -------------------------------------------------------------------
@@ -364,6 +373,7 @@ def test_outputs_travel_through_the_bound_buffers(gpu, onnx_files, tmp_path, mod
             np.testing.assert_array_equal(out.labels, ref["labels"][0])
             np.testing.assert_array_equal(out.confidence, ref["confidence"][0])
             np.testing.assert_array_equal(out.logits, ref["logits"][0])
+            np.testing.assert_array_equal(out.logits_lowres, ref["logits_lowres"][0])
     assert gpu.memory == {}, "device buffers leaked"
     assert gpu.retained == gpu.detached == 1
 
@@ -374,7 +384,8 @@ def test_logits_are_not_copied_back_unless_asked(gpu, onnx_files, tmp_path):
         gpu.dtoh.clear()
         out = engine.infer(*frame(SPEC))
         assert out.logits is None
-        assert logits_ptr not in gpu.dtoh and len(gpu.dtoh) == 2
+        assert logits_ptr not in gpu.dtoh and len(gpu.dtoh) == 3  # labels, confidence, logits_lowres
+        assert out.logits_lowres.shape == (SPEC.num_classes, *SPEC.lowres_hw)
         first = out.labels.copy()
         engine.infer(*frame(SPEC, seed=1))
         np.testing.assert_array_equal(out.labels, first)  # results do not alias pinned buffers

@@ -25,6 +25,7 @@ class SegmentationOutput:
     labels: np.ndarray                 # (H, W) uint8 class ids at model input size
     confidence: np.ndarray             # (H, W) float32, top-1 softmax probability
     logits: np.ndarray | None = None   # (C, H, W) float32, only when asked for
+    logits_lowres: np.ndarray | None = None  # (C, H/4, W/4) float32, the network's own grid
 
 
 class SegmentationEngine(abc.ABC):

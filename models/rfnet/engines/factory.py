@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checkpoint import CheckpointError, file_sha256, load_checkpoint, require_checkpoint_file
+from ..model_io import GRAPH_VERSION
 from ..onnx_export import export_onnx
 from .base import EngineError, ModelSpec, SegmentationEngine
 
@@ -45,7 +46,8 @@ def onnx_for(model_path: Path, spec: ModelSpec, cache_dir: Path) -> tuple[Path, 
             raise EngineError(f"ONNX model not found: {model_path}")
         return model_path, file_sha256(model_path)[:12]
     digest = file_sha256(require_checkpoint_file(model_path))
-    cached = cache_dir / "onnx" / f"{digest[:16]}-{spec.mode}-{spec.input_height}x{spec.input_width}.onnx"
+    cached = cache_dir / "onnx" / (f"{digest[:16]}-{spec.mode}-{spec.input_height}x{spec.input_width}"
+                                   f"-c{spec.num_classes}-g{GRAPH_VERSION}.onnx")
     if cached.is_file():
         log.info("using cached ONNX export %s", cached)
     else:

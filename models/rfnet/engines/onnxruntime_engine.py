@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ..model_io import (INPUT_DEPTH, INPUT_RGB, OUTPUT_CONFIDENCE, OUTPUT_LABELS,
-                           OUTPUT_LOGITS)
+from ..model_io import (INPUT_DEPTH, INPUT_RGB, OUTPUT_CONFIDENCE, OUTPUT_LABELS, OUTPUT_LOGITS,
+                        OUTPUT_LOGITS_LOWRES)
 from .base import EngineError, ModelSpec, SegmentationEngine, SegmentationOutput, labels_from_int
 
 
@@ -45,18 +45,13 @@ class OnnxRuntimeEngine(SegmentationEngine):
         self._check_graph(onnx_path)
 
     def _check_graph(self, onnx_path) -> None:
-        h, w = self.spec.input_hw
-        inputs = {i.name: i.shape for i in self._session.get_inputs()}
-        want = {INPUT_RGB: [1, 3, h, w]}
-        if self.spec.use_depth:
-            want[INPUT_DEPTH] = [1, h, w]
-        outputs = {o.name: o.shape for o in self._session.get_outputs()}
-        logits_shape = outputs.get(OUTPUT_LOGITS)
-        if inputs != want or logits_shape is None or logits_shape[1] != self.spec.num_classes:
+        actual = {t.name: tuple(t.shape) for t in self._session.get_inputs() + self._session.get_outputs()}
+        expected = {**self.spec.input_shapes(), **self.spec.output_shapes()}
+        if actual != expected:
             raise EngineError(
-                f"{onnx_path} has inputs {inputs} and logits {logits_shape}, but the node expects "
-                f"inputs {want} and {self.spec.num_classes} classes. Export the model again for this "
-                "input size and depth mode (rfnet-export-onnx), or give the .pth checkpoint instead.")
+                f"{onnx_path} has inputs/outputs {actual}, but {self.spec} needs {expected}. "
+                "Export the model again for this input size, depth mode and class count "
+                "(rfnet-export-onnx), or give the .pth checkpoint instead.")
 
     def infer(self, rgb: np.ndarray, depth: np.ndarray | None = None,
               return_logits: bool = False) -> SegmentationOutput:
@@ -64,7 +59,8 @@ class OnnxRuntimeEngine(SegmentationEngine):
         feeds = {INPUT_RGB: rgb}
         if depth is not None:
             feeds[INPUT_DEPTH] = depth
-        names = [OUTPUT_LABELS, OUTPUT_CONFIDENCE] + ([OUTPUT_LOGITS] if return_logits else [])
+        names = [OUTPUT_LABELS, OUTPUT_CONFIDENCE, OUTPUT_LOGITS_LOWRES] + \
+            ([OUTPUT_LOGITS] if return_logits else [])
         out = self._session.run(names, feeds)
         return SegmentationOutput(labels=labels_from_int(out[0]), confidence=out[1][0],
-                                  logits=out[2][0] if return_logits else None)
+                                  logits_lowres=out[2][0], logits=out[3][0] if return_logits else None)

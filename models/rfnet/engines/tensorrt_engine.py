@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from ..model_io import (INPUT_DEPTH, INPUT_RGB, OUTPUT_CONFIDENCE, OUTPUT_LABELS,
-                           OUTPUT_LOGITS)
+from ..model_io import (INPUT_DEPTH, INPUT_RGB, OUTPUT_CONFIDENCE, OUTPUT_LABELS, OUTPUT_LOGITS,
+                        OUTPUT_LOGITS_LOWRES)
 from .base import (EngineError, ModelSpec, SegmentationEngine, SegmentationOutput,
                    labels_from_int)
 from .engine_cache import (PRECISIONS, EngineCache, EngineKey, calibration_sha256,
@@ -137,7 +137,7 @@ class TensorRTEngine(SegmentationEngine):
             gpu_name=self._device.name(),
             compute_capability="{}.{}".format(*self._device.compute_capability()),
             precision=precision,
-            input_shapes=tuple(self._input_shapes().items()),
+            input_shapes=tuple(self.spec.input_shapes().items()),
             calibration_sha256=(None if calibration is None else
                                 calibration_sha256(tuple(b.values()) for b in calibration)),
         )
@@ -172,13 +172,6 @@ class TensorRTEngine(SegmentationEngine):
             # Addresses never change, so they are bound once instead of per frame.
             if not self._context.set_tensor_address(name, int(device)):
                 raise EngineError(f"tensorrt: could not bind tensor {name!r}")
-
-    def _input_shapes(self) -> dict[str, tuple[int, ...]]:
-        h, w = self.spec.input_hw
-        shapes = {INPUT_RGB: (1, 3, h, w)}
-        if self.spec.use_depth:
-            shapes[INPUT_DEPTH] = (1, h, w)
-        return shapes
 
     def _calibration_batches(self, inputs) -> list[dict[str, np.ndarray]]:
         batches = []
@@ -269,11 +262,8 @@ class TensorRTEngine(SegmentationEngine):
 
     def _require_io(self, actual: dict[str, tuple[bool, tuple[int, ...]]], what: str) -> None:
         """`actual`: name -> (is_input, shape). Raises unless it is what `spec` needs."""
-        h, w = self.spec.input_hw
-        expected = {name: (True, shape) for name, shape in self._input_shapes().items()}
-        expected.update({OUTPUT_LABELS: (False, (1, h, w)),
-                         OUTPUT_CONFIDENCE: (False, (1, h, w)),
-                         OUTPUT_LOGITS: (False, (1, self.spec.num_classes, h, w))})
+        expected = {name: (True, shape) for name, shape in self.spec.input_shapes().items()}
+        expected.update({name: (False, shape) for name, shape in self.spec.output_shapes().items()})
         if actual != expected:
             raise EngineError(
                 f"tensorrt: {what} has I/O {actual} (name: (is_input, shape)), but {self.spec} "
@@ -300,7 +290,7 @@ class TensorRTEngine(SegmentationEngine):
                     stream.synchronize()  # the next frame must not overwrite in-flight inputs
                     raise EngineError("tensorrt: execute_async_v3 failed: "
                                       + self._logger.recent_errors())
-                wanted = [OUTPUT_LABELS, OUTPUT_CONFIDENCE]
+                wanted = [OUTPUT_LABELS, OUTPUT_CONFIDENCE, OUTPUT_LOGITS_LOWRES]
                 if return_logits:  # (C,H,W) float32 is by far the largest copy: skip unless asked
                     wanted.append(OUTPUT_LOGITS)
                 for name in wanted:
@@ -315,6 +305,8 @@ class TensorRTEngine(SegmentationEngine):
                     logits=(self._buffers[OUTPUT_LOGITS].host
                             .reshape(self.spec.num_classes, h, w).copy()
                             if return_logits else None),
+                    logits_lowres=self._buffers[OUTPUT_LOGITS_LOWRES].host
+                    .reshape(self.spec.output_shapes()[OUTPUT_LOGITS_LOWRES][1:]).copy(),
                 )
 
     def close(self) -> None:

@@ -22,8 +22,9 @@ class TorchEngine(SegmentationEngine):
               return_logits: bool = False) -> SegmentationOutput:
         self._check_inputs(rgb, depth)
         t_depth = None if depth is None else torch.from_numpy(depth).to(self.device)
-        labels, conf, logits = self._deploy(torch.from_numpy(rgb).to(self.device), t_depth)
+        labels, conf, logits, lowres = self._deploy(torch.from_numpy(rgb).to(self.device), t_depth)
         return SegmentationOutput(
             labels=labels_from_int(labels.cpu().numpy()),
             confidence=conf[0].cpu().numpy(),
-            logits=logits[0].cpu().numpy() if return_logits else None)
+            logits=logits[0].cpu().numpy() if return_logits else None,
+            logits_lowres=lowres[0].cpu().numpy())
