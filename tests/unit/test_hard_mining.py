@@ -129,12 +129,12 @@ def test_token_bucket_refills_to_burst_only():
 
 
 @pytest.mark.parametrize("kw,name", [
-    ({"policy": "entropyy"}, "mining_policy"),
-    ({"confidence_threshold": 1.5}, "mining_confidence_threshold"),
-    ({"random_rate": -0.1}, "mining_random_rate"),
-    ({"budget_per_minute": -1.0}, "upload_budget_per_minute"),
-    ({"budget_per_minute": math.inf}, "upload_budget_per_minute"),
-    ({"budget_burst": 0}, "upload_budget_burst"),
+    ({"policy": "entropyy"}, "mining.policy"),
+    ({"confidence_threshold": 1.5}, "mining.confidence_threshold"),
+    ({"random_rate": -0.1}, "mining.random_rate"),
+    ({"budget_per_minute": -1.0}, "mining.budget_per_minute"),
+    ({"budget_per_minute": math.inf}, "mining.budget_per_minute"),
+    ({"budget_burst": 0}, "mining.budget_burst"),
 ])
 def test_bad_configuration_names_the_parameter(kw, name):
     with pytest.raises(ValueError, match=name):

@@ -1,12 +1,19 @@
 """The node's configuration: one typed object, filled from ROS parameters at the edge.
 
-Every field is a ROS parameter of the same name (declared with this default),
-so `launch/edge_params.yaml`, `--ros-args -p name:=value` and this file agree.
+Every scalar field is a ROS parameter of the same name, declared with this default;
+the nested sections become dotted names (`mining.policy`, `uplink.host`), which is
+how ROS 2 reads nested keys in a parameter YAML. So `launch/edge_params.yaml`,
+`--ros-args -p name:=value` and this file agree.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+
+from .hard_mining import MiningConfig
+from .uplink import UplinkConfig
+
+SECTIONS = {"mining": MiningConfig, "uplink": UplinkConfig}
 
 
 @dataclass(frozen=True)
@@ -34,13 +41,35 @@ class EdgeNodeConfig:
     input_qos: str = "sensor_data"
     overlay_alpha: float = 0.5
     diagnostics_period_s: float = 1.0
+    # Hard-example mining and the MQTT uplink of hard frames (uplink.host empty = off).
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    uplink: UplinkConfig = field(default_factory=UplinkConfig)
 
     @classmethod
     def parameter_defaults(cls) -> dict[str, object]:
-        return {f.name: f.default for f in fields(cls)}
+        """Flat ROS parameter names -> defaults, sections as `section.field`."""
+        out: dict[str, object] = {}
+        for f in fields(cls):
+            if f.name in SECTIONS:
+                out.update({f"{f.name}.{g.name}": g.default for g in fields(SECTIONS[f.name])})
+            else:
+                out[f.name] = f.default
+        return out
+
+    @classmethod
+    def from_parameters(cls, values: dict[str, object]) -> "EdgeNodeConfig":
+        """The inverse of parameter_defaults: flat dotted names -> nested config."""
+        top = {k: v for k, v in values.items() if "." not in k}
+        for section, section_cls in SECTIONS.items():
+            prefix = section + "."
+            top[section] = section_cls(**{k[len(prefix):]: v for k, v in values.items()
+                                          if k.startswith(prefix)})
+        return cls(**top)
 
     def validate(self) -> None:
         """Raise ValueError naming the parameter and the accepted values."""
+        self.mining.validate()
+        self.uplink.validate()
         if self.backend not in ("onnxruntime", "tensorrt", "torch"):
             raise ValueError(f"parameter backend={self.backend!r}: use onnxruntime, tensorrt or torch")
         if self.input_qos not in ("sensor_data", "reliable"):

@@ -38,20 +38,21 @@ class MiningConfig:
     random_rate: float = 0.1
     budget_per_minute: float = 6.0   # hard frames uploaded per minute at most; 0 = none
     budget_burst: int = 3            # uploads allowed back to back after a quiet spell
-    seed: int | None = None          # for the random policy
+    seed: int = 0                    # of the random policy's generator (reproducible runs)
 
     def validate(self) -> None:
         if self.policy not in POLICIES:
-            raise ValueError(f"parameter mining_policy={self.policy!r}: use one of {', '.join(POLICIES)}")
+            raise ValueError(f"parameter mining.policy={self.policy!r}: use one of {', '.join(POLICIES)}")
         for name in ("confidence_threshold", "fraction_threshold", "entropy_threshold",
                      "margin_threshold", "random_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"parameter mining_{name}={value}: use a value in [0, 1]")
+                raise ValueError(f"parameter mining.{name}={value}: use a value in [0, 1]")
         if not self.budget_per_minute >= 0.0 or math.isinf(self.budget_per_minute):
-            raise ValueError(f"parameter upload_budget_per_minute={self.budget_per_minute}: use a finite value >= 0")
+            raise ValueError(f"parameter mining.budget_per_minute={self.budget_per_minute}: "
+                             "use a finite value >= 0")
         if self.budget_burst < 1:
-            raise ValueError(f"parameter upload_budget_burst={self.budget_burst}: use 1 or more")
+            raise ValueError(f"parameter mining.budget_burst={self.budget_burst}: use 1 or more")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """The robot-side segmentation node: a thin rclpy adapter over ROS-free modules.
 
 Callbacks only pair messages and drop them into a one-slot mailbox; a worker
-thread converts, segments and publishes the newest frame, so inference never
-runs on the executor and latency never grows with a backlog.
+thread converts, segments, mines and publishes the newest frame, so inference
+never runs on the executor and latency never grows with a backlog. Hard frames
+within the upload budget go to the MQTT uplink, whose own thread encodes, spools
+and sends them; refined masks from the cloud come back on ~/refined_labels.
 """
 from __future__ import annotations
 
@@ -24,15 +26,18 @@ from rfnet.checkpoint import CheckpointError
 from rfnet.classes import ClassFileError, load_class_list
 from rfnet.engines import EngineConfig, EngineError, ModelSpec, load_engine
 from rfnet.preprocessing import PreprocessConfig
+from segwire import HardFrame, RefinedResult
 
 from .config import EdgeNodeConfig
 from .frame_pairing import StampPairer
+from .hard_mining import HardExampleMiner
 from .image_conversion import (ImageConversionError, compressed_to_rgb, image_to_depth_m,
                                image_to_rgb, mono8_to_image, rgb_to_image)
 from .keep_latest import LatestSlot
 from .node_stats import NodeStats
 from .overlay import colour_overlay
 from .pipeline import SegmentationPipeline
+from .uplink import MqttUplink
 
 RELIABLE_OUT = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE,
                           history=HistoryPolicy.KEEP_LAST)
@@ -49,13 +54,20 @@ def stamp_ns(header) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
+def header_from(stamp: int, frame_id: str):
+    header = Image().header
+    header.stamp.sec, header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+    header.frame_id = frame_id
+    return header
+
+
 class SegEdgeNode(Node):
     def __init__(self):
         super().__init__("seg_edge_node")
         for name, default in EdgeNodeConfig.parameter_defaults().items():
             self.declare_parameter(name, default)
-        self.config = EdgeNodeConfig(**{n: self.get_parameter(n).value
-                                        for n in EdgeNodeConfig.parameter_defaults()})
+        self.config = EdgeNodeConfig.from_parameters(
+            {n: self.get_parameter(n).value for n in EdgeNodeConfig.parameter_defaults()})
         self.stats = NodeStats()
         self._slot: LatestSlot[tuple] = LatestSlot()
         self._status_pub = self.create_publisher(ModelStatus, "~/model_status", LATCHED)
@@ -70,7 +82,12 @@ class SegEdgeNode(Node):
         self._labels_pub = self.create_publisher(Image, "~/labels", RELIABLE_OUT)
         self._overlay_pub = self.create_publisher(Image, "~/overlay", RELIABLE_OUT)
         self._result_pub = self.create_publisher(SegmentationResult, "~/result", RELIABLE_OUT)
+        self._refined_pub = self.create_publisher(Image, "~/refined_labels", RELIABLE_OUT)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._uplink = None
+        if self.config.uplink.enabled:
+            self._uplink = MqttUplink(self.config.uplink, self._on_refined, lambda: self.model_version)
+            self._uplink.start()
         self._subscribe()
         self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
         self._publish_status(ModelStatus.STATE_SERVING, version=self.model_version)
@@ -93,7 +110,8 @@ class SegEdgeNode(Node):
                                           cfg.device, cfg.threads, cfg.precision))
         self.model_version = loaded.version
         self.pipeline = SegmentationPipeline(
-            loaded.engine, PreprocessConfig(cfg.input_height, cfg.input_width, cfg.depth_units_per_metre))
+            loaded.engine, PreprocessConfig(cfg.input_height, cfg.input_width, cfg.depth_units_per_metre),
+            HardExampleMiner(cfg.mining))
 
     def _subscribe(self) -> None:
         cfg = self.config
@@ -177,21 +195,47 @@ class SegEdgeNode(Node):
         header = rgb_msg.header
         labels_msg = mono8_to_image(result.labels, header)
         self._labels_pub.publish(labels_msg)
+        mining = result.mining
         out = SegmentationResult()
         out.header = header
         out.frame_uuid = str(uuid.uuid4())
         out.labels = labels_msg
         out.confidence = mono8_to_image(result.confidence, header)
-        out.mining_policy = "none"
+        out.hardness_score = mining.score
+        out.mining_policy = mining.policy
+        out.is_hard = mining.is_hard
         out.model_version = self.model_version
         out.source = SegmentationResult.SOURCE_EDGE
         out.inference_time_ms = float(result.inference_ms)
         self._result_pub.publish(out)
+        if mining.is_hard:
+            self.stats.count("hard_frames")
+        if mining.upload and self._uplink is not None:
+            self._uplink.submit(HardFrame(
+                robot_id=self.config.uplink.robot_id, frame_uuid=out.frame_uuid, stamp_ns=stamp_ns(header),
+                frame_id=header.frame_id, model_version=self.model_version, mining_policy=mining.policy,
+                mining_score=mining.score, rgb=rgb, depth_m=depth, edge_labels=result.labels))
         if self._overlay_pub.get_subscription_count() > 0:
             overlay = colour_overlay(rgb, result.labels, self.palette, self.config.overlay_alpha)
             self._overlay_pub.publish(rgb_to_image(overlay, header))
         latency_ms = (self.get_clock().now().nanoseconds - stamp_ns(header)) / 1e6
         self.stats.frame_done(latency_ms, result.inference_ms)
+
+    def _on_refined(self, refined: RefinedResult) -> None:
+        """Runs on the MQTT network thread: build and publish, nothing slow."""
+        header = header_from(refined.stamp_ns, refined.frame_id)
+        labels_msg = mono8_to_image(refined.labels, header)
+        self._refined_pub.publish(labels_msg)
+        out = SegmentationResult()
+        out.header = header
+        out.frame_uuid = refined.frame_uuid
+        out.labels = labels_msg
+        out.is_hard = True
+        out.refiner = refined.refiner
+        out.model_version = refined.edge_model_version
+        out.source = SegmentationResult.SOURCE_CLOUD
+        self._result_pub.publish(out)
+        self.stats.count("refined_published")
 
     # -- status ------------------------------------------------------------------------
     def _publish_status(self, state: int, version: str, error: str = "") -> None:
@@ -209,6 +253,8 @@ class SegEdgeNode(Node):
             snap["rgb_without_depth"] = self._pairer.rgb_without_depth
             snap["depth_without_rgb"] = self._pairer.depth_without_rgb
         snap["frames_skipped_stale"] = self._slot.replaced
+        if self._uplink is not None:
+            snap.update({f"uplink_{k}": v for k, v in self._uplink.stats().items()})
         problems = [k for k in ("rejected_rgb", "rejected_depth", "processing_errors", "depth_all_invalid")
                     if snap.get(k)]
         status = DiagnosticStatus()
@@ -230,6 +276,8 @@ class SegEdgeNode(Node):
         self._slot.close()
         if hasattr(self, "_worker"):
             self._worker.join(timeout=5.0)
+        if getattr(self, "_uplink", None) is not None:
+            self._uplink.stop()
 
 
 def main(args=None) -> int:

@@ -1,7 +1,8 @@
-"""One camera frame -> labels and confidence at camera resolution (ROS-free).
+"""One camera frame -> labels, confidence and a mining decision (ROS-free).
 
-preprocessing -> engine -> postprocessing, with the time of each step, so the
-node, the offline checks in the tests and the benchmarks run the same code.
+preprocessing -> engine -> postprocessing (resize to camera resolution, hard-example
+mining), with the time of each step, so the node, the offline checks in the tests
+and the benchmarks run the same code.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import numpy as np
 from rfnet.engines import SegmentationEngine
 from rfnet.preprocessing import PreprocessConfig, preprocess_depth, preprocess_rgb
 
+from .hard_mining import HardExampleMiner, MiningDecision
+
 
 @dataclass
 class FrameResult:
@@ -23,15 +26,18 @@ class FrameResult:
     preprocess_ms: float
     inference_ms: float
     postprocess_ms: float
+    mining: MiningDecision | None = None
 
 
 class SegmentationPipeline:
-    def __init__(self, engine: SegmentationEngine, preprocess: PreprocessConfig):
+    def __init__(self, engine: SegmentationEngine, preprocess: PreprocessConfig,
+                 miner: HardExampleMiner | None = None):
         if (preprocess.input_height, preprocess.input_width) != engine.spec.input_hw:
             raise ValueError(f"preprocessing size {preprocess.input_height}x{preprocess.input_width} "
                              f"differs from the engine's {engine.spec.input_hw}")
         self.engine = engine
         self.preprocess = preprocess
+        self.miner = miner
 
     @property
     def uses_depth(self) -> bool:
@@ -50,10 +56,12 @@ class SegmentationPipeline:
         t2 = time.perf_counter()
         h, w = rgb.shape[:2]
         labels, conf = out.labels, out.confidence
+        mining = None if self.miner is None else self.miner.assess(conf, out.logits_lowres)
         # Softmax maxima lie in (0, 1], so the rounded product fits uint8 without clipping.
         conf8 = (conf * 255.0 + 0.5).astype(np.uint8)
         if labels.shape != (h, w):
             labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
             conf8 = cv2.resize(conf8, (w, h), interpolation=cv2.INTER_LINEAR)
         t3 = time.perf_counter()
-        return FrameResult(labels, conf8, invalid, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        return FrameResult(labels, conf8, invalid, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3,
+                           mining)

@@ -1,0 +1,130 @@
+"""The bridge's configuration: YAML in, typed dataclasses out, unknown keys refused.
+
+See cloud_bridge/bridge.yaml for a documented example.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str = ""
+    password: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    keepalive_s: int = 10
+    session_expiry_s: int = 7 * 24 * 3600
+    client_id: str = ""            # default "cloud-bridge-<bridge_id>"; stable, unique per replica
+    share_group: str = "bridges"   # replicas in one group split the hard frames
+    receive_maximum: int = 4       # unacknowledged frames the broker may hand us at once
+
+
+@dataclass(frozen=True)
+class RefinementConfig:
+    # Official SAM checkpoint (sam_vit_b_01ec64.pth, sam_vit_l_0b3195.pth, sam_vit_h_4b8939.pth);
+    # empty = weights-free region proposals (much lower quality, logged loudly).
+    sam_checkpoint: str = ""
+    sam_model_type: str = "vit_b"
+    device: str = "cpu"
+    points_per_side: int = 16
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    min_mask_region_area: int = 0
+    region_method: str = "felzenszwalb"   # or slic
+    ignore_label: int = 255
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    # Directory of RFNet checkpoints (*.pth). When it holds the model version a robot
+    # used, the bridge runs that model itself and fuses by logit vote; otherwise it
+    # votes with the robot's uploaded labels.
+    directory: str = ""
+    backend: str = "onnxruntime"
+    input_height: int = 480
+    input_width: int = 640
+    depth_units_per_metre: float = 25.5
+    cache_dir: str = "~/.cache/cloud_bridge"
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    bridge_id: str = "bridge-1"
+    storage_dir: str = "~/.local/share/cloud_bridge"
+    workers: int = 1
+    max_payload_mb: float = 8.0
+    stats_period_s: float = 5.0
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    refinement: RefinementConfig = field(default_factory=RefinementConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+
+    def validate(self) -> None:
+        if self.workers < 1:
+            raise ConfigError(f"workers={self.workers}: use 1 or more")
+        if not self.max_payload_mb > 0:
+            raise ConfigError(f"max_payload_mb={self.max_payload_mb}: use a size > 0")
+        if not self.stats_period_s > 0:
+            raise ConfigError(f"stats_period_s={self.stats_period_s}: use a period > 0")
+        if self.broker.receive_maximum < 1:
+            raise ConfigError("broker.receive_maximum must be 1 or more")
+        if self.refinement.region_method not in ("felzenszwalb", "slic"):
+            raise ConfigError(f"refinement.region_method={self.refinement.region_method!r}: "
+                              "use felzenszwalb or slic")
+
+
+def _build(cls, data: Any, where: str):
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'the config'} must be a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where or 'the config'}; known: {sorted(known)}")
+    values = {}
+    for name, value in data.items():
+        default = known[name].default if known[name].default is not dataclasses.MISSING \
+            else known[name].default_factory()
+        path = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(default):
+            values[name] = _build(type(default), value, path)
+        elif isinstance(default, bool) or not isinstance(default, (int, float)):
+            if type(value) is not type(default):
+                raise ConfigError(f"{path}: expected {type(default).__name__}, got {value!r}")
+            values[name] = value
+        else:  # numbers: an int is fine where a float is expected, not the other way round
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    (isinstance(default, int) and not isinstance(value, int)):
+                raise ConfigError(f"{path}: expected {type(default).__name__}, got {value!r}")
+            values[name] = type(default)(value)
+    return cls(**values)
+
+
+def load_bridge_config(path: str | Path | None) -> BridgeConfig:
+    """Read a YAML config (None: all defaults) and validate it."""
+    data = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as e:
+            raise ConfigError(f"cannot read bridge config {path}: {e}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    config = _build(BridgeConfig, data, "")
+    config.validate()
+    return config

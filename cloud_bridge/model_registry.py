@@ -1,0 +1,81 @@
+"""The RFNet versions the bridge can run itself, found by file hash in one directory.
+
+A robot names its model version (the first 12 hex digits of the checkpoint's
+sha256) in every hard frame. When the same checkpoint is here, the bridge runs it
+on the uploaded RGB-D frame to get full logits for the logit vote.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from rfnet.checkpoint import CheckpointError, file_sha256, load_checkpoint
+from rfnet.engines import EngineConfig, EngineError, ModelSpec, SegmentationEngine, load_engine
+from rfnet.preprocessing import PreprocessConfig, preprocess_depth, preprocess_rgb
+
+from .config import ModelsConfig
+
+log = logging.getLogger(__name__)
+
+
+class ModelRegistry:
+    def __init__(self, config: ModelsConfig):
+        self.config = config
+        self._paths: dict[str, Path] = {}
+        self._engines: dict[str, SegmentationEngine] = {}
+        self._lock = threading.Lock()
+        self.rescan()
+
+    def rescan(self) -> None:
+        directory = Path(self.config.directory).expanduser() if self.config.directory else None
+        if directory is None or not directory.is_dir():
+            return
+        for path in sorted(directory.glob("*.pth")):
+            version = file_sha256(path)[:12]
+            self._paths.setdefault(version, path)
+
+    @property
+    def versions(self) -> list[str]:
+        return sorted(self._paths)
+
+    def engine_for(self, version: str) -> SegmentationEngine | None:
+        """The engine for `version`, loaded on first use; None if the bridge lacks it."""
+        with self._lock:
+            if version in self._engines:
+                return self._engines[version]
+            if version not in self._paths:
+                self.rescan()   # a checkpoint may have been added since
+            path = self._paths.get(version)
+            if path is None:
+                return None
+            cfg = self.config
+            try:
+                num_classes = load_checkpoint(path).num_classes
+                spec = ModelSpec(num_classes, cfg.input_height, cfg.input_width, use_depth=True)
+                engine = load_engine(EngineConfig(str(path), spec, cfg.backend, cfg.cache_dir,
+                                                  device="auto")).engine
+            except (CheckpointError, EngineError) as e:
+                log.error("model %s (%s) cannot be loaded, falling back to majority vote: %s", version, path, e)
+                self._paths.pop(version)
+                return None
+            log.info("loaded model %s from %s for logit votes", version, path)
+            self._engines[version] = engine
+            return engine
+
+    def logits(self, engine: SegmentationEngine, rgb: np.ndarray, depth_m: np.ndarray | None) -> np.ndarray:
+        """(C, H, W) logits at the frame's own resolution, preprocessed as on the robot."""
+        cfg = self.config
+        pre = PreprocessConfig(cfg.input_height, cfg.input_width, cfg.depth_units_per_metre)
+        depth = depth_m if depth_m is not None else np.zeros(rgb.shape[:2], np.float32)
+        out = engine.infer(preprocess_rgb(rgb, pre), preprocess_depth(depth, pre)[0], return_logits=True)
+        h, w = rgb.shape[:2]
+        if out.logits.shape[1:] == (h, w):
+            return out.logits
+        # cv2 resizes channels-last; bilinear like the network's own final upsampling.
+        hwc = cv2.resize(np.ascontiguousarray(out.logits.transpose(1, 2, 0)), (w, h),
+                         interpolation=cv2.INTER_LINEAR)
+        return np.ascontiguousarray(hwc.transpose(2, 0, 1))

@@ -1,0 +1,279 @@
+"""Robot -> cloud uplink: hard frames over MQTT 5 through a durable on-disk spool.
+
+Nothing here runs on the camera loop: `submit()` only enqueues. One sender
+thread encodes each frame (segwire), writes it to the spool, and publishes
+spooled frames with QoS 1 while connected; a frame leaves the spool only when
+the broker acknowledged it (PUBACK). The spool survives broker outages and node
+restarts, and drops the oldest frames (counted) when full. The session is
+persistent (clean_start=False, a session expiry), so refined results the cloud
+sends while the robot is offline are delivered when it reconnects.
+
+paho's callbacks run on its network thread and only enqueue or set flags.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from segwire import (HardFrame, RefinedResult, RobotStatus, WireError, decode_refined,
+                     encode_hard_frame, encode_status, hard_topic, refined_topic, status_topic,
+                     validate_robot_id)
+
+from .spool import CorruptEntryError, DiskSpool, SpoolError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UplinkConfig:
+    host: str = ""                 # broker host; empty disables the uplink
+    port: int = 1883
+    robot_id: str = "robot"
+    client_id: str = ""            # default "seg-edge-<robot_id>"; must be stable for the session
+    username: str = ""
+    password: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    keepalive_s: int = 10
+    session_expiry_s: int = 7 * 24 * 3600
+    spool_dir: str = "~/.cache/seg_edge/spool"
+    spool_max_mb: float = 256.0
+    rgb_format: str = "jpeg"
+    jpeg_quality: int = 90
+    max_inflight: int = 4
+    ack_timeout_s: float = 60.0    # republish an unacknowledged frame after this long connected
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.host)
+
+    def validate(self) -> None:
+        if not self.enabled:
+            return
+        try:
+            validate_robot_id(self.robot_id)
+        except WireError as e:
+            raise ValueError(f"parameter uplink.robot_id: {e}") from e
+        if not 0 < self.port < 65536:
+            raise ValueError(f"parameter uplink.port={self.port}: use 1..65535")
+        if self.rgb_format not in ("jpeg", "png"):
+            raise ValueError(f"parameter uplink.rgb_format={self.rgb_format!r}: use jpeg or png")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"parameter uplink.jpeg_quality={self.jpeg_quality}: use 1..100")
+        if not self.spool_max_mb > 0:
+            raise ValueError(f"parameter uplink.spool_max_mb={self.spool_max_mb}: use a size > 0")
+        if self.max_inflight < 1:
+            raise ValueError(f"parameter uplink.max_inflight={self.max_inflight}: use 1 or more")
+
+
+class MqttUplink:
+    def __init__(self, config: UplinkConfig, on_refined: Callable[[RefinedResult], None],
+                 model_version: Callable[[], str] = lambda: ""):
+        config.validate()
+        self.config = config
+        self._on_refined = on_refined
+        self._model_version = model_version
+        self.spool = DiskSpool(Path(config.spool_dir).expanduser() / config.robot_id,
+                               int(config.spool_max_mb * 1024 * 1024))
+        self._frames: queue.Queue[HardFrame] = queue.Queue(maxsize=64)
+        self._acks: queue.Queue[int] = queue.Queue()
+        self._wake = threading.Event()
+        self._connected = threading.Event()
+        self._running = False
+        self._inflight: dict[int, tuple[str, float]] = {}   # mid -> (spool entry, publish time)
+        self._lock = threading.Lock()                       # counters
+        self.counters = dict(submitted=0, dropped_queue_full=0, encode_errors=0, spool_errors=0,
+                             published=0, acknowledged=0, republished=0, refined_received=0,
+                             refined_rejected=0, connects=0, disconnects=0)
+        self._client = self._make_client()
+
+    # -- public API --------------------------------------------------------------------
+    def start(self) -> None:
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+        self._thread.start()
+        cfg = self.config
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = cfg.session_expiry_s
+        self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=False,
+                                   properties=props)
+        self._client.loop_start()
+        log.info("uplink to %s:%d as %s (spool %s, %d frames waiting)", cfg.host, cfg.port,
+                 self._client_id, self.spool.directory, len(self.spool))
+
+    def submit(self, frame: HardFrame) -> bool:
+        """Hand a hard frame over without blocking; False (and counted) if the queue is full."""
+        try:
+            self._frames.put_nowait(frame)
+        except queue.Full:
+            self._count("dropped_queue_full")
+            return False
+        self._count("submitted")
+        self._wake.set()
+        return True
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def stats(self) -> dict:
+        with self._lock:
+            out = dict(self.counters)
+        out.update({f"spool_{k}": v for k, v in self.spool.stats().items()})
+        out["connected"] = int(self.connected)
+        out["inflight"] = len(self._inflight)
+        return out
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop sending; frames not yet acknowledged stay in the spool for the next start."""
+        self._running = False
+        self._wake.set()
+        if hasattr(self, "_thread"):
+            self._thread.join(timeout)
+        if self.connected:
+            info = self._client.publish(status_topic(self.config.robot_id), self._status("offline"),
+                                        qos=1, retain=True)
+            info.wait_for_publish(timeout=2.0)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.spool.close()
+
+    # -- MQTT client -------------------------------------------------------------------
+    @property
+    def _client_id(self) -> str:
+        return self.config.client_id or f"seg-edge-{self.config.robot_id}"
+
+    def _status(self, state: str) -> bytes:
+        return encode_status(RobotStatus(robot_id=self.config.robot_id, state=state,
+                                         stamp_ns=time.time_ns(), model_version=self._model_version(),
+                                         counters={}))
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.config
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id,
+                             protocol=mqtt.MQTTv5)
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password or None)
+        if cfg.tls:
+            client.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None,
+                           keyfile=cfg.key_file or None)
+        client.will_set(status_topic(cfg.robot_id), self._status("offline"), qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.max_inflight_messages_set(cfg.max_inflight)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("broker refused the connection: %s", reason_code)
+            return
+        self._count("connects")
+        client.subscribe(refined_topic(self.config.robot_id), qos=1)
+        client.publish(status_topic(self.config.robot_id), self._status("online"), qos=1, retain=True)
+        self._connected.set()
+        self._wake.set()
+        log.info("connected to the broker (session present: %s)", flags.session_present)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connected.clear()
+        self._count("disconnects")
+        if self._running:
+            log.warning("lost the broker (%s); frames wait in the spool, retrying", reason_code)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._acks.put(mid)
+        self._wake.set()
+
+    def _on_message(self, client, userdata, message) -> None:
+        try:
+            result = decode_refined(message.payload)
+        except WireError as e:
+            self._count("refined_rejected")
+            log.warning("dropped a malformed refined result on %s: %s", message.topic, e)
+            return
+        self._count("refined_received")
+        try:
+            self._on_refined(result)
+        except Exception:  # the node's problem, but the network thread must survive it
+            log.exception("handling a refined result failed")
+
+    # -- sender thread -----------------------------------------------------------------
+    def _run(self) -> None:
+        while self._running:
+            self._wake.wait(0.2)
+            self._wake.clear()
+            self._spool_new_frames()
+            self._handle_acks()
+            if self.connected:
+                self._publish_spooled()
+
+    def _spool_new_frames(self) -> None:
+        cfg = self.config
+        while True:
+            try:
+                frame = self._frames.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                payload = encode_hard_frame(frame, cfg.rgb_format, cfg.jpeg_quality)
+            except WireError as e:
+                self._count("encode_errors")
+                log.error("cannot encode hard frame %s: %s", frame.frame_uuid, e)
+                continue
+            try:
+                self.spool.put(payload, frame.frame_uuid)
+            except SpoolError as e:
+                self._count("spool_errors")
+                log.error("hard frame %s not spooled: %s", frame.frame_uuid, e)
+
+    def _handle_acks(self) -> None:
+        while True:
+            try:
+                mid = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            entry = self._inflight.pop(mid, None)
+            if entry is not None:
+                self.spool.remove(entry[0])
+                self._count("acknowledged")
+
+    def _publish_spooled(self) -> None:
+        cfg = self.config
+        now = time.monotonic()
+        for mid, (entry, sent_at) in list(self._inflight.items()):
+            if now - sent_at > cfg.ack_timeout_s:  # lost somewhere: send again (the bridge dedups)
+                del self._inflight[mid]
+                self._count("republished")
+        busy = {entry for entry, _ in self._inflight.values()}
+        for entry in self.spool.oldest(cfg.max_inflight + len(busy)):
+            if len(self._inflight) >= cfg.max_inflight:
+                return
+            if entry in busy:
+                continue
+            try:
+                payload = self.spool.read(entry)
+            except (KeyError, CorruptEntryError):
+                continue  # dropped meanwhile, or corrupt (the spool counted and removed it)
+            info = self._client.publish(hard_topic(cfg.robot_id), payload, qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                return  # not connected after all; paho keeps what it accepted
+            self._inflight[info.mid] = (entry, now)
+            self._count("published")
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.counters[name] += 1
