@@ -1,0 +1,86 @@
+"""MQTT topic names of the segmentation protocol.
+
+Tree (``<robot_id>``: see :func:`validate_robot_id`)::
+
+    seg/v1/<robot_id>/hard      robot -> cloud  hard frames (binary, payload.encode_hard_frame)
+    seg/v1/<robot_id>/refined   cloud -> robot  refined labels (binary, payload.encode_refined)
+    seg/v1/<robot_id>/status    robot -> all    RobotStatus JSON, retained
+
+Suggested delivery: QoS 1 for all three. ``status`` is published retained, and
+the robot registers a retained last will on it at connect time carrying an
+``encode_status`` payload with ``state="offline"`` (stamped with the connect
+time), so the topic holds exactly one payload format and the newest state
+survives a crash. Cloud bridges share the hard-frame load through the shared
+subscription :func:`shared_hard_subscription`.
+
+The version in the root follows ``PROTOCOL_VERSION``: a v2 payload goes to a
+v2 tree, so old and new robots and bridges can share a broker.
+
+Reserved: ``seg/v1/models/...`` is kept free for model push (cloud -> robot
+model updates, not defined yet); hence ``models`` is not a valid robot id.
+Per-robot sub-topics other than the three above are reserved as well.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import WireError
+
+PROTOCOL_VERSION = 1
+TOPIC_ROOT = f"seg/v{PROTOCOL_VERSION}"
+ALL_HARD = f"{TOPIC_ROOT}/+/hard"
+
+_CHANNELS = ("hard", "refined", "status")
+_RESERVED_IDS = frozenset({"models"})
+# No '/', '+', '#' or '$' (topic level, wildcards, broker-internal topics) and
+# nothing a shell, a file name or a log line would need to quote.
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def validate_robot_id(robot_id: object) -> str:
+    """Return ``robot_id`` if it is 1-64 characters of ``[A-Za-z0-9_-]``, else raise WireError."""
+    _check_name(robot_id, "robot id")
+    if robot_id in _RESERVED_IDS:
+        raise WireError(f"robot id {robot_id!r} is reserved for a topic sub-tree")
+    return robot_id
+
+
+def _check_name(name: object, what: str) -> None:
+    if not isinstance(name, str):
+        raise WireError(f"{what} must be a string, got {type(name).__name__}")
+    if not _ID.fullmatch(name):
+        raise WireError(
+            f"{what} {name!r} must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-' "
+            "(no MQTT separators or wildcards)"
+        )
+
+
+def hard_topic(robot_id: str) -> str:
+    return f"{TOPIC_ROOT}/{validate_robot_id(robot_id)}/hard"
+
+
+def refined_topic(robot_id: str) -> str:
+    return f"{TOPIC_ROOT}/{validate_robot_id(robot_id)}/refined"
+
+
+def status_topic(robot_id: str) -> str:
+    return f"{TOPIC_ROOT}/{validate_robot_id(robot_id)}/status"
+
+
+def shared_hard_subscription(group: str) -> str:
+    """Subscription that spreads every robot's hard frames over the bridges of ``group``."""
+    _check_name(group, "shared subscription group")
+    return f"$share/{group}/{ALL_HARD}"
+
+
+def robot_id_from_topic(topic: object) -> str:
+    """The robot id of a hard, refined or status topic; WireError for any other topic."""
+    if not isinstance(topic, str):
+        raise WireError(f"topic must be a string, got {type(topic).__name__}")
+    parts = topic.split("/")
+    if len(parts) != 4 or "/".join(parts[:2]) != TOPIC_ROOT or parts[3] not in _CHANNELS:
+        raise WireError(
+            f"topic {topic!r} is not {TOPIC_ROOT}/<robot_id>/{{{','.join(_CHANNELS)}}}"
+        )
+    return validate_robot_id(parts[2])
