@@ -5,11 +5,15 @@ The scene: a textured wall and floor (multi-scale noise, so JPEG has detail to
 spend bytes on), three shaded boxes with sharp edges, camera noise (sigma 2
 grey levels), labels with large regions plus a scatter of ignore pixels, and
 depth with ~1.5% holes. Depth noise is the knob that decides the size, because
-depth is sent exactly to the millimetre:
+depth is sent exactly to its unit (``depth_unit_mm``, 1 mm by default):
 
   none    planes as rendered (a filtered or simulated depth image)
   mild    sigma 2 mm at every range
   stereo  sigma 1 mm * z^2 (z in metres): a stereo camera's growth with range
+
+The noisy cases are also encoded with depth_unit_mm 10 and 20: the noise
+below a unit rounds away, so the depth PNG compresses. depth_kb is the depth
+section alone.
 
   PYTHONPATH=. .venv/bin/python bench/segwire_payload.py [--json] [--reps 50]
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import struct
 import sys
 import time
 import uuid
@@ -30,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segwire import HardFrame, RefinedResult, decode_hard_frame, decode_refined, encode_hard_frame, encode_refined  # noqa: E402
 
+DEPTH_UNITS_MM = (1, 10, 20)  # for the noisy cases; "none" is sent in millimetres only
 DEPTH_NOISE = {"none": lambda z: 0 * z, "mild": lambda z: 0.002 + 0 * z, "stereo": lambda z: 0.001 * z * z}
 
 
@@ -70,6 +76,19 @@ def scene(h: int = 480, w: int = 640, depth_noise: str = "mild", seed: int = 0):
     return rgb, np.where(holes, np.nan, z).astype(np.float32), labels
 
 
+def _depth_bytes(data: bytes) -> int:
+    """Length of the depth section (id 2), read by the layout in segwire.payload."""
+    (meta_len,) = struct.unpack_from("<I", data, 6)
+    pos = 10 + meta_len
+    count, pos = data[pos], pos + 1
+    for _ in range(count):
+        section_id, _codec, length = struct.unpack_from("<BBI", data, pos)
+        if section_id == 2:
+            return length
+        pos += 6 + length
+    return 0
+
+
 def _median_ms(fn, reps: int) -> float:
     times = []
     for _ in range(reps):
@@ -91,13 +110,18 @@ def main() -> None:
         rgb, depth, labels = scene(depth_noise=noise)
         frame = HardFrame("dog-01", str(uuid.uuid4()), time.time_ns(), "camera_color_optical_frame",
                           "rfnet-1", "entropy", 0.71, rgb, depth, labels)
-        for fmt, quality in (("jpeg", 90), ("jpeg", 80), ("png", 0)):
-            data = encode_hard_frame(frame, fmt, quality or 90)
-            rows.append(dict(
-                depth_noise=noise, rgb=f"{fmt}{quality or ''}", total_kb=round(len(data) / 1000, 1),
-                encode_ms=_median_ms(lambda: encode_hard_frame(frame, fmt, quality or 90), args.reps),
-                decode_ms=_median_ms(lambda: decode_hard_frame(data), args.reps),
-            ))
+        for unit in DEPTH_UNITS_MM if noise != "none" else (1,):
+            for fmt, quality in (("jpeg", 90), ("jpeg", 80), ("png", 0)):
+                def encode(fmt=fmt, quality=quality, unit=unit):
+                    return encode_hard_frame(frame, fmt, quality or 90, depth_unit_mm=unit)
+
+                data = encode()
+                rows.append(dict(
+                    depth_noise=noise, depth_unit_mm=unit, rgb=f"{fmt}{quality or ''}",
+                    total_kb=round(len(data) / 1000, 1), depth_kb=round(_depth_bytes(data) / 1000, 1),
+                    encode_ms=_median_ms(encode, args.reps),
+                    decode_ms=_median_ms(lambda: decode_hard_frame(data), args.reps),
+                ))
         no_depth = encode_hard_frame(HardFrame(**{**vars(frame), "depth_m": None}), "jpeg", 90)
         rows.append(dict(depth_noise=noise, rgb="jpeg90, no depth", total_kb=round(len(no_depth) / 1000, 1)))
     refined = encode_refined(RefinedResult("dog-01", str(uuid.uuid4()), 1, "cam", "rfnet-1", "sam", labels, "b"))
@@ -106,9 +130,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows, indent=1))
         return
-    print(f"{'depth noise':12} {'payload':18} {'KB':>7} {'enc ms':>7} {'dec ms':>7}")
+    print(f"{'depth noise':12} {'unit mm':>7} {'payload':18} {'KB':>7} {'depth KB':>8} {'enc ms':>7} {'dec ms':>7}")
     for r in rows:
-        print(f"{r['depth_noise']:12} {r['rgb']:18} {r['total_kb']:7.1f} {r.get('encode_ms', ''):>7} {r.get('decode_ms', ''):>7}")
+        print(f"{r['depth_noise']:12} {r.get('depth_unit_mm', ''):>7} {r['rgb']:18} {r['total_kb']:7.1f} "
+              f"{r.get('depth_kb', ''):>8} {r.get('encode_ms', ''):>7} {r.get('decode_ms', ''):>7}")
 
 
 if __name__ == "__main__":

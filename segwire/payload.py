@@ -28,12 +28,20 @@ Sections may come in any order, each at most once (N is at most 8 by default).
                                             precision, as libjpeg writes colour. PNG (exact):
                                             colour type 2, bit depth 8.
     2 depth     hard, optional      2       PNG colour type 0, bit depth 16: depth in whole
-                                            millimetres, 0 = no return. Senders round to the
-                                            nearest millimetre, clamp valid depth to
-                                            1..65535 mm (so beyond 65.535 m reads as 65.535 m)
-                                            and write 0 for invalid depth (NaN, inf, <= 0).
-                                            Decoders here return float32 metres with 0.0 for
-                                            invalid (the robot's 16UC1 convention), not NaN.
+                                            units of U = ``depth_unit_mm`` millimetres (a
+                                            metadata field, 1 when absent, so plain
+                                            millimetres), 0 = no return. Senders write
+                                            round(depth_mm / U), clamp valid depth to
+                                            1..65535 units (a valid depth never becomes 0:
+                                            one that rounds to 0 units reads as U mm; the
+                                            largest is 65535 * U mm, 65.535 m for U = 1,
+                                            655.35 m for U = 10, and anything beyond reads as
+                                            it) and write 0 for invalid depth (NaN,
+                                            inf, <= 0). Decoders compute metres = value * U /
+                                            1000 (the product reaches 65,535,000: use 32-bit
+                                            integers or doubles) and return float32 metres
+                                            with 0.0 for invalid (the robot's 16UC1
+                                            convention), not NaN.
     3 edge      hard, required      2       PNG colour type 0, bit depth 8: class id per pixel,
                                             255 = ignore
     4 refined   refined, required   2       as 3
@@ -49,7 +57,10 @@ nested value is ``extra``, a flat object of the same. Integers lie within
 int64, floats are finite (no NaN/Infinity literals), keys are not repeated,
 strings are any Unicode. Receivers ignore keys they do not know, so a key can
 be added within version 1; anything else (a new section, a changed meaning)
-needs a new protocol version.
+needs a new protocol version. ``depth_unit_mm`` is such an added key, but it
+changes how the depth section reads: a receiver that predates it reads every
+depth as millimetres, U times too near. Senders omit it (plain millimetres)
+unless every receiver is known to read it.
 
 Hard frame (kind 1) metadata:
     robot_id       str    1-64 of [A-Za-z0-9_-], not "models" (see topics.py)
@@ -60,6 +71,13 @@ Hard frame (kind 1) metadata:
     mining_policy  str    why the frame was picked as hard
     mining_score   float  the policy's score
     extra          object optional, small: flat object of string keys to scalars
+    depth_unit_mm  int    optional, 1..1000, absent = 1: the depth section's unit
+                          in millimetres (see section 2). Senders here write it
+                          only when the frame has depth and U is not 1, so a
+                          millimetre frame is byte for byte what it was before
+                          the key existed. Receivers check it whenever it is
+                          present (an integer, not 10.0, true or "10") and
+                          ignore it when there is no depth section.
 
 Refined result (kind 2) metadata: robot_id, frame_uuid, stamp_ns, frame_id
 (copied from the hard frame), edge_model_version (its model_version), refiner
@@ -484,18 +502,29 @@ def _unpack(data: Any, kind: Kind, limits: WireLimits) -> tuple[dict, dict[Secti
     return meta, checked
 
 
-# --- depth: float32 metres <-> uint16 millimetres
+# --- depth: float32 metres <-> uint16 units of depth_unit_mm millimetres
+
+DEPTH_UNIT_KEY = "depth_unit_mm"
+DEPTH_UNIT_RANGE = (1, 1000)
 
 
-def _depth_to_mm(depth_m: np.ndarray) -> np.ndarray:
+def _check_depth_unit(name: str, value: Any) -> int:
+    return _check_int(name, value, *DEPTH_UNIT_RANGE)
+
+
+def _depth_to_units(depth_m: np.ndarray, unit_mm: int) -> np.ndarray:
     valid = np.isfinite(depth_m) & (depth_m > 0)
-    # float64: float32 * 1000 can land on the wrong side of a half millimetre
-    mm = np.rint(np.where(valid, depth_m, 0).astype(np.float64) * 1000.0)
-    return np.where(valid, np.clip(mm, 1, 65535), 0).astype(np.uint16)
+    # float64: float32 * 1000 can land on the wrong side of a half unit.
+    # (x * 1000) / 1 is x * 1000, so unit 1 rounds exactly as it always did.
+    units = np.rint(np.where(valid, depth_m, 0).astype(np.float64) * 1000.0 / unit_mm)
+    return np.where(valid, np.clip(units, 1, 65535), 0).astype(np.uint16)
 
 
-def _mm_to_depth(mm: np.ndarray) -> np.ndarray:
-    return mm.astype(np.float32) / np.float32(1000)
+def _units_to_depth(units: np.ndarray, unit_mm: int) -> np.ndarray:
+    # value * unit is an exact integer in float64; one division rounded to
+    # float64 and then to float32 is the correctly rounded float32 (53 >= 2 * 24 + 2),
+    # so unit 1 gives exactly the float32 division it always did.
+    return (units.astype(np.float64) * unit_mm / 1000.0).astype(np.float32)
 
 
 # --- public codec
@@ -504,24 +533,39 @@ _RGB_FORMATS = {"jpeg": Codec.JPEG, "png": Codec.PNG}
 
 
 def encode_hard_frame(
-    frame: HardFrame, rgb_format: str = "jpeg", jpeg_quality: int = 90, limits: WireLimits = WireLimits()
+    frame: HardFrame,
+    rgb_format: str = "jpeg",
+    jpeg_quality: int = 90,
+    limits: WireLimits = WireLimits(),
+    depth_unit_mm: int = 1,
 ) -> bytes:
-    """``rgb_format`` "jpeg" (lossy, ``jpeg_quality`` 1-100) or "png" (exact)."""
+    """``rgb_format`` "jpeg" (lossy, ``jpeg_quality`` 1-100) or "png" (exact).
+
+    ``depth_unit_mm`` (integer 1..1000) is the step depth is rounded to; depth
+    beyond 65535 * ``depth_unit_mm`` mm is clamped to it. Above 1 it is written
+    as metadata ``depth_unit_mm``, which only receivers that know the key read
+    correctly (see the module docstring); a frame without depth ignores it
+    (after checking it) and does not carry the key.
+    """
     if rgb_format not in _RGB_FORMATS:
         raise WireError(f"rgb_format must be one of {sorted(_RGB_FORMATS)}, got {rgb_format!r}")
     if isinstance(jpeg_quality, bool) or not isinstance(jpeg_quality, int) or not 1 <= jpeg_quality <= 100:
         raise WireError(f"jpeg_quality must be an integer 1..100, got {jpeg_quality!r}")
+    depth_unit_mm = _check_depth_unit("depth_unit_mm", depth_unit_mm)
     _check_dims(frame.rgb.shape[:2], limits, "rgb")
     codec = _RGB_FORMATS[rgb_format]
     bgr = cv2.cvtColor(np.ascontiguousarray(frame.rgb), cv2.COLOR_RGB2BGR)
     sections = [(Section.RGB, codec, images.encode(codec, bgr, jpeg_quality))]
     if frame.depth_m is not None:
-        sections.append((Section.DEPTH, Codec.PNG, images.encode(Codec.PNG, _depth_to_mm(frame.depth_m))))
+        units = _depth_to_units(frame.depth_m, depth_unit_mm)
+        sections.append((Section.DEPTH, Codec.PNG, images.encode(Codec.PNG, units)))
     labels = np.ascontiguousarray(frame.edge_labels)
     sections.append((Section.EDGE_LABELS, Codec.PNG, images.encode(Codec.PNG, labels)))
     meta = {name: getattr(frame, name) for name in _HARD_FIELDS}
     if frame.extra:
         meta["extra"] = frame.extra
+    if frame.depth_m is not None and depth_unit_mm != 1:
+        meta[DEPTH_UNIT_KEY] = depth_unit_mm
     return _pack(Kind.HARD_FRAME, meta, sections, limits)
 
 
@@ -529,12 +573,13 @@ def decode_hard_frame(data: bytes, limits: WireLimits = WireLimits()) -> HardFra
     meta, sections = _unpack(data, Kind.HARD_FRAME, limits)
     fields = _fields_from(meta, _HARD_FIELDS, "hard frame")
     fields["extra"] = _check_extra("extra", meta.get("extra", {}))
+    unit_mm = _check_depth_unit(DEPTH_UNIT_KEY, meta[DEPTH_UNIT_KEY]) if DEPTH_UNIT_KEY in meta else 1
     rgb = cv2.cvtColor(images.decode(*sections[Section.RGB]), cv2.COLOR_BGR2RGB)
     depth = sections.get(Section.DEPTH)
     return HardFrame(
         **fields,
         rgb=rgb,
-        depth_m=None if depth is None else _mm_to_depth(images.decode(*depth)),
+        depth_m=None if depth is None else _units_to_depth(images.decode(*depth), unit_mm),
         edge_labels=images.decode(*sections[Section.EDGE_LABELS]),
     )
 

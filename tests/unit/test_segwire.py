@@ -79,6 +79,23 @@ def metadata(data: bytes) -> dict:
     return json.loads(data[10 : 10 + length])
 
 
+def sections_of(data: bytes) -> dict[int, bytes]:
+    """Section id -> encoded image, read by the spec's layout."""
+    (length,) = struct.unpack_from("<I", data, 6)
+    pos = 10 + length
+    count, pos, out = data[pos], pos + 1, {}
+    for _ in range(count):
+        section_id, _codec, size = struct.unpack_from("<BBI", data, pos)
+        out[section_id] = data[pos + 6 : pos + 6 + size]
+        pos += 6 + size
+    assert pos == len(data)
+    return out
+
+
+def depth_units_on_the_wire(data: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(sections_of(data)[2], np.uint8), cv2.IMREAD_UNCHANGED)
+
+
 def build(meta, sections, kind=1, version=1, magic=b"SEGW", meta_bytes=None) -> bytes:
     """The layout written independently of segwire, as another implementation would."""
     mb = json.dumps(meta).encode() if meta_bytes is None else meta_bytes
@@ -136,9 +153,10 @@ def assert_frames_equal(a: HardFrame, b: HardFrame, rgb_atol: int = 0) -> None:
         assert np.array_equal(a.depth_m, b.depth_m)
 
 
-def assert_valid_hard(frame: HardFrame) -> None:
-    """A decoded frame must be a frame the encoder accepts and that round-trips."""
-    assert_frames_equal(frame, decode_hard_frame(encode_hard_frame(frame, "png")))
+def assert_valid_hard(frame: HardFrame, depth_unit_mm: int = 1) -> None:
+    """A decoded frame must be a frame the encoder accepts and that round-trips
+    (in the depth unit it came in: a coarser unit reaches beyond 65.535 m)."""
+    assert_frames_equal(frame, decode_hard_frame(encode_hard_frame(frame, "png", depth_unit_mm=depth_unit_mm)))
 
 
 # --- topics -------------------------------------------------------------------
@@ -244,6 +262,99 @@ def test_depth_is_exact_to_the_millimetre_over_the_whole_range():
     out = decode_hard_frame(encode_hard_frame(frame)).depth_m
     assert np.array_equal(np.rint(out.astype(np.float64) * 1000).astype(np.uint16), mm)
     assert np.array_equal(out, depth)
+
+
+def depth_frame(depth: np.ndarray) -> HardFrame:
+    h, w = depth.shape
+    return make_frame(h, w, rgb=np.zeros((h, w, 3), np.uint8), depth_m=depth.astype(np.float32),
+                      edge_labels=np.zeros((h, w), np.uint8))
+
+
+def metres(units, unit_mm: int) -> np.ndarray:
+    """The spec's decoding, value * unit / 1000, correctly rounded to float32."""
+    exact = np.asarray(units, np.float64) * unit_mm / 1000
+    return exact.astype(np.float32)
+
+
+@pytest.mark.parametrize("unit", [1, 2, 7, 10, 20, 39, 1000])
+def test_depth_unit_round_trip_is_exact_to_the_unit(unit):
+    values = np.arange(0, 65536, 61, dtype=np.int64)
+    values = np.concatenate([values, [1, 2, 65534, 65535]])
+    depth = metres(values, unit)
+    depth[values == 0] = np.nan
+    invalid = np.array([np.nan, np.inf, -np.inf, -1.0, 0.0], np.float32)
+    # clamp: valid depth far nearer than one unit is 1 unit, never "invalid"; beyond the range is 65535
+    near, far = np.float32(1e-6), np.float32(65535.6 * unit / 1000 + 1)
+    # rounding to the nearest unit: 0.4 and 0.6 of a unit past 100 units
+    between = metres([100.4, 100.6], unit)
+    depth = np.concatenate([depth, invalid, [near, far], between]).reshape(1, -1)
+    expected_units = np.concatenate([values, [0] * 5, [1, 65535], [100, 101]])
+
+    data = encode_hard_frame(depth_frame(depth), "png", depth_unit_mm=unit)
+    assert np.array_equal(depth_units_on_the_wire(data)[0], expected_units)
+    assert metadata(data).get("depth_unit_mm", 1) == unit
+    out = decode_hard_frame(data).depth_m
+    assert out.dtype == np.float32
+    assert np.array_equal(out[0], metres(expected_units, unit))  # invalid is 0.0, not NaN
+    assert out.max() == np.float32(65535 * unit / 1000)  # the largest representable depth
+    # encoding the decoded depth again in the same unit changes nothing
+    again = encode_hard_frame(decode_hard_frame(data), "png", depth_unit_mm=unit)
+    assert again == data
+
+
+def test_depth_unit_1_is_the_millimetre_encoding_without_the_key():
+    frame = make_frame()
+    data = encode_hard_frame(frame)
+    assert data == encode_hard_frame(frame, depth_unit_mm=1) == encode_hard_frame(frame, depth_unit_mm=np.int64(1))
+    assert "depth_unit_mm" not in metadata(data)
+    valid = np.isfinite(frame.depth_m) & (frame.depth_m > 0)
+    expected_mm = np.where(valid, np.rint(np.where(valid, frame.depth_m, 0) * 1000.0), 0)
+    assert np.array_equal(depth_units_on_the_wire(data), expected_mm)
+    assert np.array_equal(decode_hard_frame(data).depth_m, metres(expected_mm, 1))
+
+
+def test_depth_unit_absent_or_present_in_a_hand_built_payload():
+    units = np.array([[0, 1, 2, 1234, 65535]] * 4, np.uint16)
+    sections = [(1, 2, RGB_4x5), (2, 2, png(units)), (3, 2, LABELS_4x5)]
+    absent = decode_hard_frame(hard(sections=sections)).depth_m
+    assert np.array_equal(absent, units.astype(np.float32) / np.float32(1000))  # millimetres
+    for unit in (1, 20, 1000):
+        out = decode_hard_frame(hard({**HARD_META, "depth_unit_mm": unit}, sections)).depth_m
+        assert np.array_equal(out, metres(units, unit))
+    assert decode_hard_frame(hard({**HARD_META, "depth_unit_mm": 20}, sections)).depth_m[0, 4] == np.float32(1310.7)
+
+
+def test_depth_unit_without_depth():
+    frame = make_frame(depth=False)
+    data = encode_hard_frame(frame, depth_unit_mm=10)
+    assert data == encode_hard_frame(frame) and "depth_unit_mm" not in metadata(data)
+    # a receiver ignores a valid unit when there is no depth section, but still checks it
+    assert decode_hard_frame(hard({**HARD_META, "depth_unit_mm": 10})).depth_m is None
+    with pytest.raises(WireError, match="depth_unit_mm"):
+        decode_hard_frame(hard({**HARD_META, "depth_unit_mm": 0}))
+
+
+def test_numpy_integer_depth_unit_is_written_as_a_json_integer():
+    data = encode_hard_frame(make_frame(), depth_unit_mm=np.uint16(10))
+    assert b'"depth_unit_mm":10' in data and metadata(data)["depth_unit_mm"] == 10
+
+
+BAD_UNITS = [0, -1, 1001, 2**64, 10.0, 1.5, True, False, "10", None, [10]]
+
+
+@pytest.mark.parametrize("unit", BAD_UNITS + [np.float32(10)])
+@pytest.mark.parametrize("depth", [True, False])
+def test_bad_depth_unit_on_encode(unit, depth):
+    with pytest.raises(WireError, match="depth_unit_mm"):
+        encode_hard_frame(make_frame(depth=depth), depth_unit_mm=unit)
+
+
+@pytest.mark.parametrize("unit", BAD_UNITS + [1e3, {"mm": 10}])
+def test_bad_depth_unit_on_decode(unit, no_imdecode):
+    depth = png(np.ones((4, 5), np.uint16))
+    data = hard({**HARD_META, "depth_unit_mm": unit}, [(1, 2, RGB_4x5), (2, 2, depth), (3, 2, LABELS_4x5)])
+    with pytest.raises(WireError, match="depth_unit_mm"):
+        decode_hard_frame(data)
 
 
 def test_hard_frame_without_depth_or_extra():
@@ -619,6 +730,7 @@ def test_truncation_at_every_offset():
     for data, decode in [
         (encode_hard_frame(make_frame(8, 8)), decode_hard_frame),
         (encode_hard_frame(make_frame(8, 8, depth=False), "png"), decode_hard_frame),
+        (encode_hard_frame(make_frame(8, 8), depth_unit_mm=20), decode_hard_frame),
         (encode_refined(make_refined(8, 8)), decode_refined),
         (encode_status(RobotStatus("d", "online", 1, "m", {"n": 1})), decode_status),
     ]:
@@ -676,10 +788,32 @@ def test_fuzz_valid_frames_round_trip(frame):
     assert_frames_equal(jpeg_out, frame, rgb_atol=255)
 
 
+@FUZZ
+@given(st.integers(1, 1000), st.data())
+def test_fuzz_depth_unit_round_trip(unit, data):
+    h, w = data.draw(st.integers(1, 12)), data.draw(st.integers(1, 12))
+    # on the unit's grid: exact
+    values = data.draw(arrays(np.uint16, (h, w)))
+    invalid = data.draw(arrays(np.uint8, (h, w), elements=st.integers(0, len(INVALID_DEPTH) - 1)))
+    depth = np.where(values == 0, INVALID_DEPTH[invalid], metres(values, unit))
+    encoded = encode_hard_frame(depth_frame(depth), "png", depth_unit_mm=unit)
+    assert np.array_equal(depth_units_on_the_wire(encoded), values)
+    assert np.array_equal(decode_hard_frame(encoded).depth_m, metres(values, unit))
+    # anywhere: within half a unit of the depth clamped to 1..65535 units, never invalid
+    top = 65535 * unit / 1000
+    anywhere = data.draw(arrays(np.float32, (h, w), elements=st.floats(
+        float(np.float32(1e-6)), float(np.float32(1.2 * top)), width=32)))
+    out = decode_hard_frame(encode_hard_frame(depth_frame(anywhere), "png", depth_unit_mm=unit)).depth_m
+    clamped = np.clip(anywhere.astype(np.float64), unit / 1000, top)
+    assert (out > 0).all()
+    assert (np.abs(out - clamped) <= unit / 2000 + 1e-6 * clamped).all()
+
+
 def _seed_payloads() -> list[tuple[bytes, str]]:
     return [
         (encode_hard_frame(make_frame(6, 7)), "hard"),
         (encode_hard_frame(make_frame(5, 3, depth=False, extra={}), "png"), "hard"),
+        (encode_hard_frame(make_frame(4, 5, extra={}), "png", depth_unit_mm=10), "hard"),
         (encode_refined(make_refined(4, 4)), "refined"),
         (encode_status(RobotStatus("dog-01", "online", 7, "m", {"frames": 3})), "status"),
     ]
@@ -692,7 +826,8 @@ def decode_checked(data: bytes, which: str) -> None:
     """Decoding may only raise WireError or give an object the encoder round-trips."""
     try:
         if which == "hard":
-            assert_valid_hard(decode_hard_frame(data))
+            frame = decode_hard_frame(data)  # so the metadata is valid JSON with a valid unit, if any
+            assert_valid_hard(frame, metadata(data).get("depth_unit_mm", 1))
         elif which == "refined":
             result = decode_refined(data)
             again = decode_refined(encode_refined(result))
@@ -744,7 +879,7 @@ def test_fuzz_mutated_payloads(seed, ops):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.sampled_from(SEEDS[:2]), st.integers(0, 10_000), st.integers(0, 7))
+@given(st.sampled_from(SEEDS[:3]), st.integers(0, 10_000), st.integers(0, 7))
 def test_fuzz_header_bit_flips(seed, pos, bit):
     """Bit flips aimed at the framing and metadata rather than the image bytes."""
     data, which = seed
