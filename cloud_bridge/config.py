@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from .mask_generators import MaskGeneratorConfig
+
 
 class ConfigError(ValueError):
     pass
@@ -34,22 +36,6 @@ class BrokerConfig:
 
 
 @dataclass(frozen=True)
-class RefinementConfig:
-    # Official SAM checkpoint (sam_vit_b_01ec64.pth, sam_vit_l_0b3195.pth, sam_vit_h_4b8939.pth);
-    # empty = weights-free region proposals (much lower quality, logged loudly).
-    sam_checkpoint: str = ""
-    sam_model_type: str = "vit_b"
-    device: str = "cpu"
-    points_per_side: int = 16
-    points_per_batch: int = 64
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    min_mask_region_area: int = 0
-    region_method: str = "felzenszwalb"   # or slic
-    ignore_label: int = 255
-
-
-@dataclass(frozen=True)
 class ModelsConfig:
     # Directory of RFNet checkpoints (*.pth). When it holds the model version a robot
     # used, the bridge runs that model itself and fuses by logit vote; otherwise it
@@ -70,7 +56,9 @@ class BridgeConfig:
     max_payload_mb: float = 8.0
     stats_period_s: float = 5.0
     broker: BrokerConfig = field(default_factory=BrokerConfig)
-    refinement: RefinementConfig = field(default_factory=RefinementConfig)
+    # Masks: SAM when refinement.sam.checkpoint is set (an official sam_vit_{b,l,h} file,
+    # with the matching model_type), weights-free region proposals otherwise.
+    refinement: MaskGeneratorConfig = field(default_factory=MaskGeneratorConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
 
     def validate(self) -> None:
@@ -82,9 +70,6 @@ class BridgeConfig:
             raise ConfigError(f"stats_period_s={self.stats_period_s}: use a period > 0")
         if self.broker.receive_maximum < 1:
             raise ConfigError("broker.receive_maximum must be 1 or more")
-        if self.refinement.region_method not in ("felzenszwalb", "slic"):
-            raise ConfigError(f"refinement.region_method={self.refinement.region_method!r}: "
-                              "use felzenszwalb or slic")
 
 
 def _build(cls, data: Any, where: str):
@@ -103,6 +88,10 @@ def _build(cls, data: Any, where: str):
         path = f"{where}.{name}" if where else name
         if dataclasses.is_dataclass(default):
             values[name] = _build(type(default), value, path)
+        elif default is None:  # optional paths
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{path}: expected a path string, got {value!r}")
+            values[name] = value or None
         elif isinstance(default, bool) or not isinstance(default, (int, float)):
             if type(value) is not type(default):
                 raise ConfigError(f"{path}: expected {type(default).__name__}, got {value!r}")
@@ -112,7 +101,10 @@ def _build(cls, data: Any, where: str):
                     (isinstance(default, int) and not isinstance(value, int)):
                 raise ConfigError(f"{path}: expected {type(default).__name__}, got {value!r}")
             values[name] = type(default)(value)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as e:  # the sections' own checks
+        raise ConfigError(f"{where or 'the config'}: {e}") from e
 
 
 def load_bridge_config(path: str | Path | None) -> BridgeConfig:

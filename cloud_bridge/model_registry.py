@@ -26,7 +26,7 @@ class ModelRegistry:
     def __init__(self, config: ModelsConfig):
         self.config = config
         self._paths: dict[str, Path] = {}
-        self._engines: dict[str, SegmentationEngine] = {}
+        self._engines: dict[tuple[str, bool], SegmentationEngine] = {}
         self._lock = threading.Lock()
         self.rescan()
 
@@ -42,11 +42,12 @@ class ModelRegistry:
     def versions(self) -> list[str]:
         return sorted(self._paths)
 
-    def engine_for(self, version: str) -> SegmentationEngine | None:
-        """The engine for `version`, loaded on first use; None if the bridge lacks it."""
+    def engine_for(self, version: str, use_depth: bool = True) -> SegmentationEngine | None:
+        """The engine for `version` (RGB-D or RGB-only), loaded on first use; None if the
+        bridge lacks that version."""
         with self._lock:
-            if version in self._engines:
-                return self._engines[version]
+            if (version, use_depth) in self._engines:
+                return self._engines[version, use_depth]
             if version not in self._paths:
                 self.rescan()   # a checkpoint may have been added since
             path = self._paths.get(version)
@@ -55,23 +56,23 @@ class ModelRegistry:
             cfg = self.config
             try:
                 num_classes = load_checkpoint(path).num_classes
-                spec = ModelSpec(num_classes, cfg.input_height, cfg.input_width, use_depth=True)
+                spec = ModelSpec(num_classes, cfg.input_height, cfg.input_width, use_depth)
                 engine = load_engine(EngineConfig(str(path), spec, cfg.backend, cfg.cache_dir,
                                                   device="auto")).engine
             except (CheckpointError, EngineError) as e:
                 log.error("model %s (%s) cannot be loaded, falling back to majority vote: %s", version, path, e)
                 self._paths.pop(version)
                 return None
-            log.info("loaded model %s from %s for logit votes", version, path)
-            self._engines[version] = engine
+            log.info("loaded model %s (%s) from %s for logit votes", version, spec.mode, path)
+            self._engines[version, use_depth] = engine
             return engine
 
     def logits(self, engine: SegmentationEngine, rgb: np.ndarray, depth_m: np.ndarray | None) -> np.ndarray:
         """(C, H, W) logits at the frame's own resolution, preprocessed as on the robot."""
         cfg = self.config
         pre = PreprocessConfig(cfg.input_height, cfg.input_width, cfg.depth_units_per_metre)
-        depth = depth_m if depth_m is not None else np.zeros(rgb.shape[:2], np.float32)
-        out = engine.infer(preprocess_rgb(rgb, pre), preprocess_depth(depth, pre)[0], return_logits=True)
+        depth = None if depth_m is None else preprocess_depth(depth_m, pre)[0]
+        out = engine.infer(preprocess_rgb(rgb, pre), depth, return_logits=True)
         h, w = rgb.shape[:2]
         if out.logits.shape[1:] == (h, w):
             return out.logits

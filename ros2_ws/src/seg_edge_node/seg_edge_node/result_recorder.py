@@ -1,9 +1,11 @@
 """Record what the segmentation node publishes: labels, latency, diagnostics.
 
 Runs as its own process (like any consumer of the node would) and writes
-  <out>.npz : stamps_ns, received_ns and, unless --no-labels, the label images
+  <out>.npz : stamps_ns, received_ns and, unless --no-labels, the label images;
+              refined_stamps_ns and refined_labels (~/refined_labels from the cloud)
   <out>.json: counts, latency percentiles (receipt time - camera stamp), the last
-              diagnostics key/values and how many overlay images arrived.
+              diagnostics key/values, how many overlay images arrived, and every
+              ~/result message's metadata (uuid, source, mining decision, refiner).
 
   python -m seg_edge_node.result_recorder --out run/labels --count 100 [--ros-args ...]
 """
@@ -22,10 +24,16 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
+from seg_msgs.msg import SegmentationResult
 
 from .image_conversion import image_to_rgb
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+
+
+def _pixels(msg: Image) -> np.ndarray:
+    """mono8 image -> (H, W) uint8, dropping row padding."""
+    return np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)[:, :msg.width].copy()
 
 
 class ResultRecorder(Node):
@@ -39,7 +47,13 @@ class ResultRecorder(Node):
         self.overlays = 0
         self.overlay_encoding = ""
         self.last_overlay: Image | None = None
+        self.results: list[dict] = []
+        self.refined_stamps: list[int] = []
+        self.refined_labels: list[np.ndarray] = []
         self.create_subscription(Image, args.labels_topic, self._on_labels, RELIABLE)
+        node_ns = "/" + args.node_name
+        self.create_subscription(SegmentationResult, f"{node_ns}/result", self._on_result, RELIABLE)
+        self.create_subscription(Image, f"{node_ns}/refined_labels", self._on_refined, RELIABLE)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         if args.overlay_topic:
             self.create_subscription(Image, args.overlay_topic, self._on_overlay, RELIABLE)
@@ -48,7 +62,18 @@ class ResultRecorder(Node):
         self.received.append(time.time_ns())
         self.stamps.append(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
         if not self.args.no_labels:
-            self.labels.append(np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)[:, :msg.width])
+            self.labels.append(_pixels(msg))
+
+    def _on_result(self, msg: SegmentationResult) -> None:
+        self.results.append({
+            "stamp_ns": msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
+            "frame_uuid": msg.frame_uuid, "source": "cloud" if msg.source == msg.SOURCE_CLOUD else "edge",
+            "is_hard": msg.is_hard, "hardness_score": msg.hardness_score, "mining_policy": msg.mining_policy,
+            "model_version": msg.model_version, "refiner": msg.refiner, "received_ns": time.time_ns()})
+
+    def _on_refined(self, msg: Image) -> None:
+        self.refined_stamps.append(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+        self.refined_labels.append(_pixels(msg))
 
     def _on_overlay(self, msg: Image) -> None:
         self.overlays += 1
@@ -69,12 +94,16 @@ class ResultRecorder(Node):
         span = (self.received[-1] - self.received[0]) / 1e9 if len(self.received) > 1 else 0.0
         return {"labels_received": len(self.stamps), "rate_hz": (len(self.received) - 1) / span if span else 0.0,
                 **pct, "overlays_received": self.overlays, "overlay_encoding": self.overlay_encoding,
-                "diagnostics": self.diagnostics}
+                "refined_received": len(self.refined_stamps), "diagnostics": self.diagnostics,
+                "results": self.results}
 
     def save(self) -> None:
         arrays = {"stamps_ns": np.array(self.stamps, np.int64), "received_ns": np.array(self.received, np.int64)}
         if self.labels and len({lab.shape for lab in self.labels}) == 1:
             arrays["labels"] = np.stack(self.labels)
+        arrays["refined_stamps_ns"] = np.array(self.refined_stamps, np.int64)
+        if self.refined_labels and len({lab.shape for lab in self.refined_labels}) == 1:
+            arrays["refined_labels"] = np.stack(self.refined_labels)
         np.savez_compressed(self.args.out + ".npz", **arrays)
         with open(self.args.out + ".json", "w") as f:
             json.dump(self.summary(), f, indent=1)
@@ -119,7 +148,7 @@ def main(argv=None) -> int:
         pass
     finally:
         node.save()
-        print(json.dumps({k: v for k, v in node.summary().items() if k != "diagnostics"}))
+        print(json.dumps({k: v for k, v in node.summary().items() if k not in ("diagnostics", "results")}))
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

@@ -1,0 +1,238 @@
+"""The cloud bridge service: hard frames in over MQTT, refined masks out, samples stored.
+
+  cloud-bridge --config cloud_bridge/bridge.yaml
+
+Replicas share the work through an MQTT shared subscription. Each frame is
+acknowledged to the broker (manual PUBACK) only after its sample and refined
+labels are stored durably and the refined result was handed to the broker, so
+a crash at any point means redelivery, never loss; the store is keyed by frame
+uuid, so a redelivered frame is not stored twice (its stored result is sent again).
+Malformed payloads are logged, counted and acknowledged (redelivery cannot fix
+them); a frame whose refinement fails is kept in <storage_dir>/failed/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from segwire import (HardFrame, RefinedResult, WireError, WireLimits, decode_hard_frame,
+                     encode_refined, refined_topic, robot_id_from_topic, shared_hard_subscription)
+
+from .config import BridgeConfig, ConfigError, load_bridge_config
+from .refiner import Refiner, build_refiner
+from .sample_store import Sample, SampleStore, SqliteSampleStore
+
+log = logging.getLogger("cloud_bridge")
+
+COUNTERS = ("received", "refined", "rejected", "duplicate", "failed", "published")
+
+
+class BridgeService:
+    def __init__(self, config: BridgeConfig, store: SampleStore, refiner: Refiner):
+        self.config = config
+        self.store = store
+        self.refiner = refiner
+        self.limits = WireLimits(max_payload_bytes=int(config.max_payload_mb * 1024 * 1024))
+        self.counters = {name: 0 for name in COUNTERS}
+        self._lock = threading.Lock()
+        self._inbox: queue.Queue = queue.Queue()
+        self._running = False
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._storage = Path(config.storage_dir).expanduser()
+        self._storage.mkdir(parents=True, exist_ok=True)
+        self.client = self._make_client()
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        self._running = True
+        self._threads = [threading.Thread(target=self._work, name=f"refine-{i}", daemon=True)
+                         for i in range(self.config.workers)]
+        self._threads.append(threading.Thread(target=self._report, name="stats", daemon=True))
+        for t in self._threads:
+            t.start()
+        b = self.config.broker
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = b.session_expiry_s
+        props.ReceiveMaximum = b.receive_maximum
+        self.client.connect_async(b.host, b.port, keepalive=b.keepalive_s, clean_start=False, properties=props)
+        self.client.loop_start()
+        log.info("bridge %s: refining with %s; broker %s:%d, group %r; storage %s",
+                 self.config.bridge_id, self.refiner.describe(), b.host, b.port, b.share_group, self._storage)
+
+    def stop(self) -> None:
+        self._running = False
+        for _ in range(self.config.workers):
+            self._inbox.put(None)
+        for t in getattr(self, "_threads", []):
+            t.join(timeout=10)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._write_stats()
+        log.info("bridge %s stopped: %s", self.config.bridge_id, self.stats())
+
+    def stats(self) -> dict:
+        with self._lock:
+            return dict(self.counters, connected=int(self._connected.is_set()),
+                        subscribed=int(self._subscribed.is_set()), queued=self._inbox.qsize())
+
+    # -- MQTT ------------------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        b = self.config.broker
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                             client_id=b.client_id or f"cloud-bridge-{self.config.bridge_id}",
+                             protocol=mqtt.MQTTv5, manual_ack=True)
+        if b.username:
+            client.username_pw_set(b.username, b.password or None)
+        if b.tls:
+            client.tls_set(ca_certs=b.ca_file or None, certfile=b.cert_file or None, keyfile=b.key_file or None)
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the connection: %s", reason_code)
+            return
+        client.subscribe(shared_hard_subscription(self.config.broker.share_group), qos=1)
+        self._connected.set()
+        log.info("connected (session present: %s)", flags.session_present)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if any(rc.is_failure for rc in reason_codes):
+            log.error("the broker refused the subscription: %s", reason_codes)
+            return
+        self._subscribed.set()
+        self._write_stats()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connected.clear()
+        self._subscribed.clear()
+        if self._running:
+            log.warning("lost the broker (%s); unacknowledged frames will be redelivered", reason_code)
+
+    def _on_message(self, client, userdata, message) -> None:
+        # Network thread: hand over and return; the PUBACK waits for the worker.
+        self._inbox.put((message.mid, message.topic, message.payload))
+
+    # -- work ----------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            item = self._inbox.get()
+            if item is None:
+                return
+            mid, topic, payload = item
+            try:
+                self._process(topic, payload)
+            except Exception:  # a bug must not stop the bridge; the frame is kept for a look
+                self._count("failed")
+                log.exception("refining a frame from %s failed; payload kept in %s", topic, self._storage / "failed")
+                self._keep_failed(payload)
+            self.client.ack(mid, 1)
+
+    def _process(self, topic: str, payload: bytes) -> None:
+        try:
+            robot_id = robot_id_from_topic(topic)
+            frame = decode_hard_frame(payload, self.limits)
+            if frame.robot_id != robot_id:
+                raise WireError(f"frame says robot {frame.robot_id!r} but came on {topic!r}")
+        except WireError as e:
+            self._count("rejected")
+            log.warning("rejected a payload on %s (%d bytes): %s", topic, len(payload), e)
+            return
+        self._count("received")
+        stored = self.store.get(frame.frame_uuid)
+        if stored is not None:  # redelivery: the result may not have reached the robot
+            self._count("duplicate")
+            self._publish(frame, stored.labels, stored.refiner)
+            return
+        refinement = self.refiner.refine(frame)
+        new = self.store.put(Sample(
+            frame_uuid=frame.frame_uuid, robot_id=frame.robot_id, stamp_ns=frame.stamp_ns,
+            frame_id=frame.frame_id, edge_model_version=frame.model_version,
+            mining_policy=frame.mining_policy, mining_score=frame.mining_score,
+            label_source=refinement.label_source, refiner=refinement.refiner, received_at=time.time(),
+            rgb=frame.rgb, depth_m=frame.depth_m, edge_labels=frame.edge_labels, labels=refinement.labels))
+        self._count("refined" if new else "duplicate")   # another replica may have won the race
+        self._publish(frame, refinement.labels, refinement.refiner)
+
+    def _publish(self, frame: HardFrame, labels, refiner: str) -> None:
+        payload = encode_refined(RefinedResult(
+            robot_id=frame.robot_id, frame_uuid=frame.frame_uuid, stamp_ns=frame.stamp_ns,
+            frame_id=frame.frame_id, edge_model_version=frame.model_version, refiner=refiner,
+            labels=labels, bridge_id=self.config.bridge_id))
+        info = self.client.publish(refined_topic(frame.robot_id), payload, qos=1)
+        # Hand the result to the broker before acknowledging the frame it answers.
+        info.wait_for_publish(timeout=10.0)
+        if info.is_published():
+            self._count("published")
+
+    def _keep_failed(self, payload: bytes) -> None:
+        failed = self._storage / "failed"
+        failed.mkdir(exist_ok=True)
+        (failed / f"{time.time_ns()}.segw").write_bytes(payload)
+
+    # -- reporting ---------------------------------------------------------------------------
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.counters[name] += 1
+
+    def _report(self) -> None:
+        last = None
+        while self._running:
+            time.sleep(self.config.stats_period_s)
+            stats = self.stats()
+            self._write_stats()
+            if stats != last:
+                log.info("stats %s", stats)
+                last = stats
+
+    def _write_stats(self) -> None:
+        path = self._storage / f"stats-{self.config.bridge_id}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.stats()))
+        os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Cloud bridge: refines robots' hard frames with Segment "
+                                             "Anything and stores them for retraining.")
+    ap.add_argument("--config", help="YAML config (see cloud_bridge/bridge.yaml)")
+    ap.add_argument("--log-level", default="INFO")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_bridge_config(args.config)
+        refiner = build_refiner(config)
+    except (ConfigError, ValueError, RuntimeError) as e:
+        print(f"cloud-bridge: cannot start: {e}", file=sys.stderr)
+        return 2
+    store = SqliteSampleStore(Path(config.storage_dir).expanduser() / "samples")
+    service = BridgeService(config, store, refiner)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    service.start()
+    stop.wait()
+    service.stop()
+    store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Helpers for tests that run the cloud bridge as a real process against a real broker."""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import yaml
+
+from seg_edge_node.processes import Proc
+from seg_edge_node.synthetic_camera import synthetic_frame
+from segwire import HardFrame, decode_refined, encode_hard_frame, hard_topic, refined_topic
+
+
+def bridge_config(tmp: Path, port: int, bridge_id: str, storage: Path, **overrides) -> Path:
+    cfg = {"bridge_id": bridge_id, "storage_dir": str(storage), "stats_period_s": 0.5,
+           "broker": {"host": "127.0.0.1", "port": port, "share_group": "test"},
+           "refinement": {"regions": {"method": "felzenszwalb"}}}
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if name:
+            cfg.setdefault(section, {})[name] = value
+        else:
+            cfg[key] = value
+    path = tmp / f"{bridge_id}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def start_bridge(tmp: Path, config: Path, name: str) -> Proc:
+    return Proc(name, [sys.executable, "-m", "cloud_bridge.service", "--config", config], None, tmp)
+
+
+def bridge_stats(storage: Path, bridge_id: str) -> dict:
+    path = storage / f"stats-{bridge_id}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def make_hard_frame(robot_id: str, index: int, h: int = 120, w: int = 160) -> HardFrame:
+    rgb, depth = synthetic_frame(index, h, w)
+    labels = np.where(depth > 0, 0, 10).astype(np.uint8)  # "road" below, "sky" above
+    return HardFrame(robot_id=robot_id, frame_uuid=str(uuid.uuid4()), stamp_ns=1_000_000_000 + index,
+                     frame_id="camera", model_version="0123456789ab", mining_policy="random",
+                     mining_score=0.5, rgb=rgb, depth_m=depth, edge_labels=labels)
+
+
+class FakeRobot:
+    """A test client speaking the wire protocol directly: publishes hard frames and
+    collects refined results (a stand-in for the node where ROS is beside the point)."""
+
+    def __init__(self, port: int, robot_id: str):
+        self.robot_id = robot_id
+        self.refined: dict[str, object] = {}
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-robot-{robot_id}",
+                                  protocol=mqtt.MQTTv5)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(refined_topic(robot_id), qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, message) -> None:
+        result = decode_refined(message.payload)
+        with self._lock:
+            self.refined[result.frame_uuid] = result
+
+    def send(self, frame: HardFrame) -> None:
+        self.client.publish(hard_topic(self.robot_id), encode_hard_frame(frame), qos=1).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def wait_subscribed(storage: Path, bridge_id: str, proc: Proc, timeout: float = 60.0) -> None:
+    """A new shared subscription gets only what is published after it exists."""
+    from seg_edge_node.processes import wait_until
+    wait_until(lambda: bridge_stats(storage, bridge_id).get("subscribed") == 1 or not proc.alive(),
+               timeout, f"bridge {bridge_id} to subscribe")
+    assert proc.alive(), proc.log()
