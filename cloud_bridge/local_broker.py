@@ -6,6 +6,7 @@ broker restart (mosquitto writes its database on a clean stop and every
 """
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -35,6 +36,9 @@ class LocalBroker:
         self.log_path = self.directory / "mosquitto.log"
         self.config_path.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            # Started as root, mosquitto would switch to the "mosquitto" user and then
+            # be unable to write its log and persistence database here.
+            f"user {getpass.getuser()}\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.directory}/\n"

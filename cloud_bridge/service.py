@@ -36,7 +36,7 @@ from .sample_store import Sample, SampleStore, SqliteSampleStore
 
 log = logging.getLogger("cloud_bridge")
 
-COUNTERS = ("received", "refined", "rejected", "duplicate", "failed", "published")
+COUNTERS = ("received", "refined", "rejected", "duplicate", "failed", "published", "publish_deferred")
 
 
 class BridgeService:
@@ -177,10 +177,20 @@ class BridgeService:
             frame_id=frame.frame_id, edge_model_version=frame.model_version, refiner=refiner,
             labels=labels, bridge_id=self.config.bridge_id))
         info = self.client.publish(refined_topic(frame.robot_id), payload, qos=1)
-        # Hand the result to the broker before acknowledging the frame it answers.
-        info.wait_for_publish(timeout=10.0)
-        if info.is_published():
+        # Hand the result to the broker before acknowledging the frame it answers. While
+        # disconnected, paho keeps the QoS 1 message and sends it after reconnecting.
+        published = False
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            try:
+                info.wait_for_publish(timeout=10.0)
+                published = info.is_published()
+            except RuntimeError:   # the connection dropped while waiting
+                pass
+        if published:
             self._count("published")
+        else:
+            self._count("publish_deferred")
+            log.warning("refined result for %s queued until the broker is back", frame.frame_uuid)
 
     def _keep_failed(self, payload: bytes) -> None:
         failed = self._storage / "failed"

@@ -8,6 +8,7 @@ and sends them; refined masks from the cloud come back on ~/refined_labels.
 """
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import uuid
@@ -46,6 +47,25 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
 LOG_THROTTLE_S = 5.0
 
 
+class RosLogHandler(logging.Handler):
+    """Sends the ROS-free modules' Python logging (uplink, engines) to the node's ROS logger."""
+
+    def __init__(self, ros_logger):
+        super().__init__()
+        self._ros = ros_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = f"[{record.name}] {record.getMessage()}"
+        if record.levelno >= logging.ERROR:
+            self._ros.error(msg)
+        elif record.levelno >= logging.WARNING:
+            self._ros.warning(msg)
+        elif record.levelno >= logging.INFO:
+            self._ros.info(msg)
+        else:
+            self._ros.debug(msg)
+
+
 class StartupError(RuntimeError):
     """Configuration or model problem found at start; the node exits with its message."""
 
@@ -64,6 +84,11 @@ def header_from(stamp: int, frame_id: str):
 class SegEdgeNode(Node):
     def __init__(self):
         super().__init__("seg_edge_node")
+        for name in ("seg_edge_node", "rfnet"):
+            py_logger = logging.getLogger(name)
+            py_logger.addHandler(RosLogHandler(self.get_logger()))
+            py_logger.setLevel(logging.INFO)
+            py_logger.propagate = False
         for name, default in EdgeNodeConfig.parameter_defaults().items():
             self.declare_parameter(name, default)
         self.config = EdgeNodeConfig.from_parameters(

@@ -1,0 +1,156 @@
+"""Robot and cloud together: node, bridge and broker as separate processes.
+
+Hard frames leave the node over MQTT, the bridge refines and stores them and the
+refined mask comes back on the node's ~/refined_labels; easy frames stay home;
+the budget holds; a 30 s broker outage loses nothing.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from bridge_processes import bridge_config, bridge_stats, start_bridge, wait_subscribed
+from cloud_bridge.local_broker import LocalBroker
+from cloud_bridge.sample_store import SqliteSampleStore
+from ros_processes import NODE_EXE, PARAMS_FILE, Proc, python_module, ros_env, wait_serving, wait_until
+
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
+
+CAM_W, CAM_H = 320, 240
+
+
+class Stack:
+    """broker + bridge + node (+ recorder and camera on demand), all real processes."""
+
+    def __init__(self, tmp, checkpoint, **node_params):
+        self.tmp = tmp
+        self.env = ros_env(tmp)
+        self.broker = LocalBroker(tmp / "broker").start()
+        self.storage = tmp / "store"
+        self.bridge = start_bridge(tmp, bridge_config(tmp, self.broker.port, "b1", self.storage), "bridge")
+        wait_subscribed(self.storage, "b1", self.bridge)
+        params = {"model_path": checkpoint, "input_height": 128, "input_width": 160,
+                  "cache_dir": tmp / "cache", "uplink.host": "127.0.0.1", "uplink.port": self.broker.port,
+                  "uplink.robot_id": "dog1", "uplink.spool_dir": tmp / "spool", **node_params}
+        args = ["--ros-args", "--params-file", PARAMS_FILE]
+        for name, value in params.items():
+            args += ["-p", f"{name}:={value}"]
+        self.node = Proc("node", [NODE_EXE, *args], self.env, tmp)
+        wait_serving(self.node)
+        wait_until(lambda: "connected to the broker" in self.node.log(), 30, "the node's uplink to connect")
+
+    def record_and_play(self, frames: int, rate: float, recorder_seconds: float) -> Proc:
+        recorder = Proc("recorder", python_module("seg_edge_node.result_recorder", "--out", self.tmp / "rec",
+                                                  "--duration", recorder_seconds), self.env, self.tmp)
+        self.camera = Proc("camera", python_module("seg_edge_node.synthetic_camera", "--width", CAM_W,
+                                                   "--height", CAM_H, "--rate", rate, "--count", frames,
+                                                   "--distinct", 4), self.env, self.tmp)
+        return recorder
+
+    def stored(self) -> dict[str, object]:
+        with SqliteSampleStore(self.storage / "samples") as store:
+            return {info.frame_uuid: info for info in store.list(limit=100000)}
+
+    def stop(self):
+        for p in (getattr(self, "camera", None), self.node, self.bridge):
+            if p is not None:
+                p.stop()
+        self.broker.stop()
+
+
+def results(tmp) -> tuple[list[dict], list[dict], dict]:
+    summary = json.loads((tmp / "rec.json").read_text())
+    edge = [r for r in summary["results"] if r["source"] == "edge"]
+    cloud = [r for r in summary["results"] if r["source"] == "cloud"]
+    return edge, cloud, summary
+
+
+def test_hard_frames_go_up_and_refined_masks_come_back(tmp_path, reference_checkpoint):
+    stack = Stack(tmp_path, reference_checkpoint, **{
+        "mining.policy": "random", "mining.random_rate": 0.5, "mining.seed": 3,
+        "mining.budget_per_minute": 600.0, "mining.budget_burst": 100})
+    try:
+        recorder = stack.record_and_play(frames=12, rate=4.0, recorder_seconds=20)
+        assert stack.camera.wait(60) == 0, stack.camera.log()
+        assert recorder.wait(60) == 0, recorder.log()
+        edge, cloud, summary = results(tmp_path)
+        hard = {r["frame_uuid"] for r in edge if r["is_hard"]}
+        easy = {r["frame_uuid"] for r in edge if not r["is_hard"]}
+        assert len(edge) >= 10 and hard and easy, edge
+        assert all(r["mining_policy"] == "random" for r in edge)
+        # Every hard frame, and only those, reached the bridge and came back refined.
+        assert set(stack.stored()) == hard
+        assert {r["frame_uuid"] for r in cloud} == hard
+        assert all(r["refiner"] == "regions_felzenszwalb+majority_vote" for r in cloud)
+        # ~/refined_labels: camera resolution, the frame's own stamp, the stored labels.
+        rec = np.load(tmp_path / "rec.npz")
+        stamp_of = {r["frame_uuid"]: r["stamp_ns"] for r in edge}
+        refined = dict(zip(rec["refined_stamps_ns"].tolist(), rec["refined_labels"]))
+        assert set(refined) == {stamp_of[u] for u in hard}
+        with SqliteSampleStore(stack.storage / "samples") as store:
+            for uuid in hard:
+                sample = store.get(uuid)
+                assert sample.rgb.shape[:2] == (CAM_H, CAM_W) and sample.label_source == "region"
+                np.testing.assert_array_equal(refined[stamp_of[uuid]], sample.labels)
+                assert sample.stamp_ns == stamp_of[uuid]
+        diag = summary["diagnostics"]
+        assert int(diag["uplink_acknowledged"]) == len(hard)
+    finally:
+        stack.stop()
+
+
+def test_upload_budget_caps_what_goes_up(tmp_path, reference_checkpoint):
+    stack = Stack(tmp_path, reference_checkpoint, **{
+        "mining.policy": "random", "mining.random_rate": 1.0,       # every frame is hard
+        "mining.budget_per_minute": 6.0, "mining.budget_burst": 2})
+    try:
+        recorder = stack.record_and_play(frames=15, rate=5.0, recorder_seconds=12)
+        t0 = time.monotonic()
+        assert stack.camera.wait(60) == 0
+        assert recorder.wait(60) == 0
+        elapsed_min = (time.monotonic() - t0) / 60
+        edge, cloud, summary = results(tmp_path)
+        assert len(edge) >= 12 and all(r["is_hard"] for r in edge)
+        allowed = 2 + int(6.0 * elapsed_min)
+        uploaded = len(stack.stored())
+        assert 2 <= uploaded <= allowed, (uploaded, allowed)
+        assert len(cloud) == uploaded
+        assert int(summary["diagnostics"]["hard_frames"]) >= len(edge)  # the recorder may join late
+    finally:
+        stack.stop()
+
+
+def test_broker_outage_of_30s_loses_no_accepted_hard_frame(tmp_path, reference_checkpoint):
+    stack = Stack(tmp_path, reference_checkpoint, **{
+        "mining.policy": "random", "mining.random_rate": 1.0,
+        "mining.budget_per_minute": 6000.0, "mining.budget_burst": 1000})
+    try:
+        recorder = stack.record_and_play(frames=90, rate=2.0, recorder_seconds=120)
+        time.sleep(8)
+        stack.broker.stop()                      # clean stop: mosquitto saves its queues
+        outage_start = time.monotonic()
+        wait_until(lambda: "lost the broker" in stack.node.log(), 30, "the node to notice the outage")
+        time.sleep(max(0.0, 30 - (time.monotonic() - outage_start)))
+        stack.broker.start()                     # same port, same persistence directory
+        assert stack.camera.wait(90) == 0
+        wait_until(lambda: len(stack.stored()) >= 85, 90, "the spooled frames to reach the bridge")
+        time.sleep(3)   # the last frames, and a diagnostics message after them
+        recorder.signal()
+        assert recorder.wait(30) == 0
+        edge, cloud, summary = results(tmp_path)
+        diag = summary["diagnostics"]
+        accepted = int(diag["uplink_submitted"])        # hard frames the uplink took on
+        edge_hard = {r["frame_uuid"] for r in edge if r["is_hard"]}
+        stored = stack.stored()
+        assert len(stored) == accepted >= 85 and edge_hard <= set(stored)
+        assert int(diag["uplink_spool_dropped_oldest"]) == 0 and int(diag["uplink_spool_entries"]) == 0
+        stats = bridge_stats(stack.storage, "b1")
+        assert stats["refined"] == accepted and stats["failed"] == 0
+        # Refined results sent during or after the outage reach the robot too.
+        assert edge_hard <= {r["frame_uuid"] for r in cloud}
+        assert "connected to the broker (session present: True)" in stack.node.log()
+    finally:
+        stack.stop()
