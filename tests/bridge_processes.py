@@ -1,43 +1,25 @@
-"""Helpers for tests that run the cloud bridge as a real process against a real broker."""
+"""Test-side helpers around real bridge processes and a real broker."""
 from __future__ import annotations
 
-import json
-import sys
 import threading
 import uuid
 from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
-import yaml
 
-from seg_edge_node.processes import Proc
+from cloud_bridge.local_run import BridgeRunner
 from seg_edge_node.synthetic_camera import synthetic_frame
 from segwire import HardFrame, decode_refined, encode_hard_frame, hard_topic, refined_topic
 
 
-def bridge_config(tmp: Path, port: int, bridge_id: str, storage: Path, **overrides) -> Path:
-    cfg = {"bridge_id": bridge_id, "storage_dir": str(storage), "stats_period_s": 0.5,
-           "broker": {"host": "127.0.0.1", "port": port, "share_group": "test"},
-           "refinement": {"regions": {"method": "felzenszwalb"}}}
-    for key, value in overrides.items():
-        section, _, name = key.partition(".")
-        if name:
-            cfg.setdefault(section, {})[name] = value
-        else:
-            cfg[key] = value
-    path = tmp / f"{bridge_id}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def start_bridge(tmp: Path, config: Path, name: str) -> Proc:
-    return Proc(name, [sys.executable, "-m", "cloud_bridge.service", "--config", config], None, tmp)
-
-
-def bridge_stats(storage: Path, bridge_id: str) -> dict:
-    path = storage / f"stats-{bridge_id}.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+def start_bridge(tmp: Path, port: int, bridge_id: str, storage: Path, **settings) -> BridgeRunner:
+    """A subscribed bridge using weights-free region proposals."""
+    runner = BridgeRunner(tmp, bridge_id, storage, {
+        "broker.host": "127.0.0.1", "broker.port": port, "broker.share_group": "test",
+        "refinement.regions.method": "felzenszwalb", **settings}).start()
+    runner.wait_subscribed()
+    return runner
 
 
 def make_hard_frame(robot_id: str, index: int, h: int = 120, w: int = 160) -> HardFrame:
@@ -48,9 +30,9 @@ def make_hard_frame(robot_id: str, index: int, h: int = 120, w: int = 160) -> Ha
                      mining_score=0.5, rgb=rgb, depth_m=depth, edge_labels=labels)
 
 
-class FakeRobot:
+class RobotClient:
     """A test client speaking the wire protocol directly: publishes hard frames and
-    collects refined results (a stand-in for the node where ROS is beside the point)."""
+    collects refined results (for tests where the ROS node is beside the point)."""
 
     def __init__(self, port: int, robot_id: str):
         self.robot_id = robot_id
@@ -74,11 +56,3 @@ class FakeRobot:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def wait_subscribed(storage: Path, bridge_id: str, proc: Proc, timeout: float = 60.0) -> None:
-    """A new shared subscription gets only what is published after it exists."""
-    from seg_edge_node.processes import wait_until
-    wait_until(lambda: bridge_stats(storage, bridge_id).get("subscribed") == 1 or not proc.alive(),
-               timeout, f"bridge {bridge_id} to subscribe")
-    assert proc.alive(), proc.log()

@@ -1,15 +1,12 @@
 """The cloud bridge as a real process against a real mosquitto: sharing, bad input, crashes."""
 from __future__ import annotations
 
-import signal
 import subprocess
-import time
 
 import pytest
 
-from bridge_processes import (FakeRobot, bridge_config, bridge_stats, make_hard_frame, start_bridge,
-                              wait_subscribed)
-from cloud_bridge.local_broker import LocalBroker
+from bridge_processes import RobotClient, make_hard_frame, start_bridge
+from cloud_bridge.local_run import LocalBroker
 from cloud_bridge.sample_store import SqliteSampleStore
 from seg_edge_node.processes import wait_until
 from segwire import encode_hard_frame, hard_topic
@@ -30,18 +27,15 @@ def stored_uuids(storage) -> set[str]:
 
 def test_two_replicas_share_the_work_and_store_each_frame_once(tmp_path, broker):
     storage = tmp_path / "store"
-    bridges = {bid: start_bridge(tmp_path, bridge_config(tmp_path, broker.port, bid, storage), bid)
-               for bid in ("b1", "b2")}
+    bridges = {bid: start_bridge(tmp_path, broker.port, bid, storage) for bid in ("b1", "b2")}
     try:
-        for bid, proc in bridges.items():
-            wait_subscribed(storage, bid, proc)
-        robots = [FakeRobot(broker.port, "dog1"), FakeRobot(broker.port, "dog2")]
+        robots = [RobotClient(broker.port, "dog1"), RobotClient(broker.port, "dog2")]
         sent = [make_hard_frame(robots[i % 2].robot_id, i) for i in range(30)]
         for i, frame in enumerate(sent):
             robots[i % 2].send(frame)
         wait_until(lambda: sum(len(r.refined) for r in robots) == 30, 90, "30 refined results")
-        wait_until(lambda: sum(bridge_stats(storage, b).get("refined", 0) for b in bridges) == 30, 10, "stats")
-        per_bridge = {b: bridge_stats(storage, b)["refined"] for b in bridges}
+        wait_until(lambda: sum(b.stats().get("refined", 0) for b in bridges.values()) == 30, 10, "stats")
+        per_bridge = {bid: b.stats()["refined"] for bid, b in bridges.items()}
         assert all(n > 0 for n in per_bridge.values()), per_bridge
         assert stored_uuids(storage) == {f.frame_uuid for f in sent}
         for robot in robots:  # each robot got exactly its own frames back
@@ -54,10 +48,8 @@ def test_two_replicas_share_the_work_and_store_each_frame_once(tmp_path, broker)
 
 def test_malformed_payloads_are_logged_counted_and_the_bridge_keeps_serving(tmp_path, broker):
     storage = tmp_path / "store"
-    config = bridge_config(tmp_path, broker.port, "b1", storage, max_payload_mb=0.25)
-    proc = start_bridge(tmp_path, config, "bridge")
+    proc = start_bridge(tmp_path, broker.port, "b1", storage, max_payload_mb=0.25)
     try:
-        wait_subscribed(storage, "b1", proc)
         good = encode_hard_frame(make_hard_frame("dog1", 0))
         other_robot = encode_hard_frame(make_hard_frame("dog2", 1))
         cases = {
@@ -73,14 +65,14 @@ def test_malformed_payloads_are_logged_counted_and_the_bridge_keeps_serving(tmp_
             # mosquitto_pub: a client nobody here wrote.
             subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", hard_topic("dog1"),
                             "-f", str(path)], check=True, timeout=30)
-        wait_until(lambda: bridge_stats(storage, "b1").get("rejected") == len(cases), 30, "rejections counted")
+        wait_until(lambda: proc.stats().get("rejected") == len(cases), 30, "rejections counted")
         assert proc.alive()
-        robot = FakeRobot(broker.port, "dog1")
+        robot = RobotClient(broker.port, "dog1")
         frame = make_hard_frame("dog1", 2)
         robot.send(frame)
         wait_until(lambda: frame.frame_uuid in robot.refined, 30, "a good frame after the bad ones")
         robot.close()
-        stats = bridge_stats(storage, "b1")
+        stats = proc.stats()
         assert stats["rejected"] == len(cases) and stats["failed"] == 0
         assert stored_uuids(storage) == {frame.frame_uuid}
         log = proc.log()
@@ -92,21 +84,18 @@ def test_malformed_payloads_are_logged_counted_and_the_bridge_keeps_serving(tmp_
 
 def test_bridge_killed_mid_frame_processes_it_after_restart_without_duplicates(tmp_path, broker):
     storage = tmp_path / "store"
-    config = bridge_config(tmp_path, broker.port, "b1", storage)
-    proc = start_bridge(tmp_path, config, "bridge1")
-    robot = FakeRobot(broker.port, "dog1")
+    proc = start_bridge(tmp_path, broker.port, "b1", storage)
+    robot = RobotClient(broker.port, "dog1")
     # Camera-sized frames make each refinement take a while, so frames are in flight.
     sent = [make_hard_frame("dog1", i, h=480, w=640) for i in range(10)]
     try:
-        wait_subscribed(storage, "b1", proc)
         for frame in sent:
             robot.send(frame)
         wait_until(lambda: len(robot.refined) >= 2, 60, "the bridge to get going")
-        proc.signal(signal.SIGKILL)
-        proc.wait(10)
+        proc.kill()
         done_before = len(stored_uuids(storage))
         assert done_before < len(sent), "the bridge finished before it was killed; test is void"
-        restarted = start_bridge(tmp_path, config, "bridge2")
+        restarted = start_bridge(tmp_path, broker.port, "b1", storage)
         try:
             wait_until(lambda: len(robot.refined) == len(sent), 120, "all frames refined after restart")
             # Same uuid set, each stored once (the store is keyed by uuid; counts must agree too).

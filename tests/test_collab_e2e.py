@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from bridge_processes import bridge_config, bridge_stats, start_bridge, wait_subscribed
-from cloud_bridge.local_broker import LocalBroker
+from bridge_processes import start_bridge
+from cloud_bridge.local_run import LocalBroker
 from cloud_bridge.sample_store import SqliteSampleStore
 from ros_processes import NODE_EXE, PARAMS_FILE, Proc, python_module, ros_env, wait_serving, wait_until
 
@@ -30,8 +30,7 @@ class Stack:
         self.env = ros_env(tmp)
         self.broker = LocalBroker(tmp / "broker").start()
         self.storage = tmp / "store"
-        self.bridge = start_bridge(tmp, bridge_config(tmp, self.broker.port, "b1", self.storage), "bridge")
-        wait_subscribed(self.storage, "b1", self.bridge)
+        self.bridge = start_bridge(tmp, self.broker.port, "b1", self.storage)
         params = {"model_path": checkpoint, "input_height": 128, "input_width": 160,
                   "cache_dir": tmp / "cache", "uplink.host": "127.0.0.1", "uplink.port": self.broker.port,
                   "uplink.robot_id": "dog1", "uplink.spool_dir": tmp / "spool", **node_params}
@@ -147,7 +146,7 @@ def test_broker_outage_of_30s_loses_no_accepted_hard_frame(tmp_path, reference_c
         stored = stack.stored()
         assert len(stored) == accepted >= 85 and edge_hard <= set(stored)
         assert int(diag["uplink_spool_dropped_oldest"]) == 0 and int(diag["uplink_spool_entries"]) == 0
-        stats = bridge_stats(stack.storage, "b1")
+        stats = stack.bridge.stats()
         assert stats["refined"] == accepted and stats["failed"] == 0
         # Refined results sent during or after the outage reach the robot too.
         assert edge_hard <= {r["frame_uuid"] for r in cloud}
