@@ -111,7 +111,8 @@ class SegEdgeNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._uplink = None
         if self.config.uplink.enabled:
-            self._uplink = MqttUplink(self.config.uplink, self._on_refined, lambda: self.model_version)
+            self._uplink = MqttUplink(self.config.uplink, self._on_refined, lambda: self.model_version,
+                                      self.config.depth_units_per_metre)
             self._uplink.start()
         self._subscribe()
         self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)

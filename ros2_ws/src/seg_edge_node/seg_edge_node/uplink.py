@@ -50,10 +50,11 @@ class UplinkConfig:
     spool_dir: str = "~/.cache/seg_edge/spool"
     spool_max_mb: float = 256.0
     rgb_format: str = "jpeg"
-    jpeg_quality: int = 90
-    # Depth travels in steps of this many millimetres: sensor noise at 1 mm does not
-    # compress, and the model sees depth in steps of about 39 mm anyway.
-    depth_unit_mm: int = 10
+    jpeg_quality: int = 85
+    # Depth travels in steps of this many millimetres. 0 = one step of the model's own
+    # 8-bit depth scale (1000 / depth_units_per_metre, 39 mm by default): finer steps
+    # carry sensor noise the model never sees, and noise does not compress.
+    depth_unit_mm: int = 0
     max_inflight: int = 4
     ack_timeout_s: float = 60.0    # republish an unacknowledged frame after this long connected
 
@@ -74,19 +75,26 @@ class UplinkConfig:
             raise ValueError(f"parameter uplink.rgb_format={self.rgb_format!r}: use jpeg or png")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"parameter uplink.jpeg_quality={self.jpeg_quality}: use 1..100")
-        if not 1 <= self.depth_unit_mm <= 1000:
-            raise ValueError(f"parameter uplink.depth_unit_mm={self.depth_unit_mm}: use 1..1000")
+        if not 0 <= self.depth_unit_mm <= 1000:
+            raise ValueError(f"parameter uplink.depth_unit_mm={self.depth_unit_mm}: use 1..1000, or 0 for "
+                             "one step of the model's depth scale")
         if not self.spool_max_mb > 0:
             raise ValueError(f"parameter uplink.spool_max_mb={self.spool_max_mb}: use a size > 0")
         if self.max_inflight < 1:
             raise ValueError(f"parameter uplink.max_inflight={self.max_inflight}: use 1 or more")
 
 
+def model_depth_step_mm(depth_units_per_metre: float) -> int:
+    """One step of the model's 8-bit depth scale, in whole millimetres."""
+    return max(1, min(1000, int(1000.0 / depth_units_per_metre)))
+
+
 class MqttUplink:
     def __init__(self, config: UplinkConfig, on_refined: Callable[[RefinedResult], None],
-                 model_version: Callable[[], str] = lambda: ""):
+                 model_version: Callable[[], str] = lambda: "", depth_units_per_metre: float = 25.5):
         config.validate()
         self.config = config
+        self.depth_unit_mm = config.depth_unit_mm or model_depth_step_mm(depth_units_per_metre)
         self._on_refined = on_refined
         self._model_version = model_version
         self.spool = DiskSpool(Path(config.spool_dir).expanduser() / config.robot_id,
@@ -235,7 +243,7 @@ class MqttUplink:
                 return
             try:
                 payload = encode_hard_frame(frame, cfg.rgb_format, cfg.jpeg_quality,
-                                            depth_unit_mm=cfg.depth_unit_mm)
+                                            depth_unit_mm=self.depth_unit_mm)
             except WireError as e:
                 self._count("encode_errors")
                 log.error("cannot encode hard frame %s: %s", frame.frame_uuid, e)
