@@ -35,7 +35,8 @@ from cloud_bridge.fusion import vote_benchmark  # noqa: E402
 from cloud_bridge.local_run import BridgeRunner, LocalBroker  # noqa: E402
 from rfnet.checkpoint import save_checkpoint  # noqa: E402
 from rfnet.network import RFNet  # noqa: E402
-from seg_edge_node.processes import Proc, python_module, ros_env, wait_serving, wait_until  # noqa: E402
+from seg_edge_node.processes import (Proc, node_command, python_module, ros_env, wait_serving,  # noqa: E402
+                                     wait_until)
 from seg_edge_node.synthetic_camera import synthetic_frame  # noqa: E402
 from seg_edge_node.uplink import UplinkConfig, model_depth_step_mm  # noqa: E402
 from segwire import HardFrame, encode_hard_frame, hard_topic, refined_topic  # noqa: E402
@@ -108,10 +109,7 @@ def round_trip(tmp: Path, port: int, frames: int, rate: float) -> dict:
               "uplink.port": port, "uplink.robot_id": "rt", "uplink.spool_dir": tmp / "spool",
               "mining.policy": "random", "mining.random_rate": 1.0, "mining.budget_per_minute": 6000.0,
               "mining.budget_burst": 1000}
-    args = ["--ros-args", "--params-file", PARAMS_FILE]
-    for k, v in params.items():
-        args += ["-p", f"{k}:={v}"]
-    node = Proc("node", [NODE_EXE, *args], env, tmp)
+    node = Proc("node", node_command(NODE_EXE, PARAMS_FILE, params), env, tmp)
     try:
         bridge.wait_subscribed()
         wait_serving(node)

@@ -35,7 +35,7 @@ from rfnet.checkpoint import save_checkpoint  # noqa: E402
 from rfnet.engines import EngineConfig, ModelSpec, load_engine  # noqa: E402
 from rfnet.network import RFNet  # noqa: E402
 from rfnet.preprocessing import PreprocessConfig, preprocess_depth, preprocess_rgb  # noqa: E402
-from seg_edge_node.processes import Proc, python_module, ros_env, wait_serving  # noqa: E402
+from seg_edge_node.processes import Proc, node_command, python_module, ros_env, wait_serving  # noqa: E402
 from seg_edge_node.synthetic_camera import synthetic_frame  # noqa: E402
 
 NODE_EXE = ROOT / ".venv" / "lib" / "seg_edge_node" / "seg_edge_node"
@@ -70,11 +70,9 @@ def bench_engines(checkpoint: Path, spec: ModelSpec, cache: Path, backends: list
 def run_node_phase(tmp: Path, checkpoint: Path, spec: ModelSpec, backend: str, device: str,
                    rate: float, seconds: float, name: str) -> dict:
     env = ros_env(tmp / f"ros_{name}", str(DDS_PROFILE))
-    node = Proc(f"node_{name}", [NODE_EXE, "--ros-args", "--params-file", PARAMS_FILE,
-                                 "-p", f"model_path:={checkpoint}", "-p", f"backend:={backend}",
-                                 "-p", f"device:={device}", "-p", f"cache_dir:={tmp / 'cache'}",
-                                 "-p", f"input_height:={spec.input_height}", "-p", f"input_width:={spec.input_width}"],
-                env, tmp)
+    node = Proc(f"node_{name}", node_command(NODE_EXE, PARAMS_FILE, {
+        "model_path": checkpoint, "backend": backend, "device": device, "cache_dir": tmp / "cache",
+        "input_height": spec.input_height, "input_width": spec.input_width}), env, tmp)
     try:
         wait_serving(node)
         count = int(rate * seconds)

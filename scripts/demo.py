@@ -29,7 +29,7 @@ DDS_PROFILE = ROOT / "launch" / "fastdds_profile.xml"
 
 from rfnet.checkpoint import save_checkpoint  # noqa: E402
 from rfnet.network import RFNet  # noqa: E402
-from seg_edge_node.processes import Proc, python_module, ros_env, wait_serving  # noqa: E402
+from seg_edge_node.processes import Proc, node_command, python_module, ros_env, wait_serving  # noqa: E402
 
 
 def say(msg: str) -> None:
@@ -69,10 +69,9 @@ def main() -> int:
     try:
         say(f"starting seg_edge_node ({args.backend}, {args.height}x{args.width}); "
             "the first start exports the model to ONNX")
-        node = Proc("seg_edge_node", [NODE_EXE, "--ros-args", "--params-file", PARAMS_FILE,
-                                      "-p", f"model_path:={checkpoint.resolve()}", "-p", f"backend:={args.backend}",
-                                      "-p", f"input_height:={args.height}", "-p", f"input_width:={args.width}"],
-                    env, run)
+        node = Proc("seg_edge_node", node_command(NODE_EXE, PARAMS_FILE, {
+            "model_path": checkpoint.resolve(), "backend": args.backend,
+            "input_height": args.height, "input_width": args.width}), env, run)
         procs.append(node)
         wait_serving(node)
         say("node is serving; starting the recorder and a synthetic camera "

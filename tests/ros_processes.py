@@ -4,7 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from seg_edge_node.processes import Proc, python_module, ros_env as _ros_env, wait_serving, wait_until
+from seg_edge_node.processes import (Proc, node_command, python_module, ros_env as _ros_env, wait_serving,
+                                     wait_until)
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_EXE = ROOT / ".venv" / "lib" / "seg_edge_node" / "seg_edge_node"
@@ -12,7 +13,7 @@ PARAMS_FILE = ROOT / "launch" / "edge_params.yaml"
 DDS_PROFILE = ROOT / "launch" / "fastdds_profile.xml"
 PROCS = Path(__file__).parent / "ros_procs"
 
-__all__ = ["NODE_EXE", "PARAMS_FILE", "Proc", "python_module", "python_script", "ros_env",
+__all__ = ["NODE_EXE", "PARAMS_FILE", "Proc", "node_command", "python_module", "python_script", "ros_env",
            "wait_serving", "wait_until"]
 
 

@@ -15,7 +15,8 @@ import pytest
 from bridge_processes import start_bridge
 from cloud_bridge.local_run import LocalBroker
 from cloud_bridge.sample_store import SqliteSampleStore
-from ros_processes import NODE_EXE, PARAMS_FILE, Proc, python_module, ros_env, wait_serving, wait_until
+from ros_processes import (NODE_EXE, PARAMS_FILE, Proc, node_command, python_module, ros_env, wait_serving,
+                           wait_until)
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 
@@ -34,10 +35,7 @@ class Stack:
         params = {"model_path": checkpoint, "input_height": 128, "input_width": 160,
                   "cache_dir": tmp / "cache", "uplink.host": "127.0.0.1", "uplink.port": self.broker.port,
                   "uplink.robot_id": "dog1", "uplink.spool_dir": tmp / "spool", **node_params}
-        args = ["--ros-args", "--params-file", PARAMS_FILE]
-        for name, value in params.items():
-            args += ["-p", f"{name}:={value}"]
-        self.node = Proc("node", [NODE_EXE, *args], self.env, tmp)
+        self.node = Proc("node", node_command(NODE_EXE, PARAMS_FILE, params), self.env, tmp)
         wait_serving(self.node)
         wait_until(lambda: "connected to the broker" in self.node.log(), 30, "the node's uplink to connect")
 

@@ -16,7 +16,8 @@ from std_msgs.msg import Header
 
 from rfnet.engines import EngineConfig, ModelSpec, load_engine
 from rfnet.preprocessing import PreprocessConfig
-from ros_processes import NODE_EXE, PARAMS_FILE, Proc, python_module, python_script, ros_env, wait_serving
+from ros_processes import (NODE_EXE, PARAMS_FILE, Proc, node_command, python_module, python_script, ros_env,
+                           wait_serving)
 from seg_edge_node.image_conversion import (compressed_to_rgb, image_to_depth_m, image_to_rgb,
                                             rgb_to_image)
 from seg_edge_node.pipeline import SegmentationPipeline
@@ -28,13 +29,10 @@ CAM_W, CAM_H = 320, 240
 NET_H, NET_W = 128, 160
 
 
-def start_node(tmp, env, checkpoint, *overrides) -> Proc:
-    args = ["--ros-args", "--params-file", PARAMS_FILE, "-p", f"model_path:={checkpoint}",
-            "-p", f"input_height:={NET_H}", "-p", f"input_width:={NET_W}",
-            "-p", f"cache_dir:={tmp / 'cache'}"]
-    for o in overrides:
-        args += ["-p", o]
-    return Proc("node", [NODE_EXE, *args], env, tmp)
+def start_node(tmp, env, checkpoint, **overrides) -> Proc:
+    params = {"model_path": checkpoint, "input_height": NET_H, "input_width": NET_W,
+              "cache_dir": tmp / "cache", **overrides}
+    return Proc("node", node_command(NODE_EXE, PARAMS_FILE, params), env, tmp)
 
 
 def offline_labels(checkpoint, cache, use_depth: bool, frames: dict[int, tuple]) -> dict[int, np.ndarray]:
@@ -137,8 +135,8 @@ def test_sigterm_shuts_the_node_down_cleanly(rgbd_node):
 def test_compressed_rgb_only(tmp_path, reference_checkpoint):
     env = ros_env(tmp_path)
     topic = "/camera/color/image_raw/compressed"
-    node = start_node(tmp_path, env, reference_checkpoint, "use_depth:=false", "rgb_compressed:=true",
-                      f"rgb_topic:={topic}")
+    node = start_node(tmp_path, env, reference_checkpoint, use_depth="false", rgb_compressed="true",
+                      rgb_topic=topic)
     try:
         wait_serving(node)
         recorder = Proc("recorder", python_module("seg_edge_node.result_recorder", "--out", tmp_path / "rec",
@@ -167,14 +165,14 @@ def test_compressed_rgb_only(tmp_path, reference_checkpoint):
 ])
 def test_bad_model_or_config_exits_with_a_clear_message(tmp_path, reference_checkpoint, problem, expected):
     env = ros_env(tmp_path)
-    checkpoint, extra = reference_checkpoint, []
+    checkpoint, extra = reference_checkpoint, {}
     if problem == "missing":
         checkpoint = tmp_path / "nowhere.pth"
     elif problem == "classes":
         (tmp_path / "two.yaml").write_text("classes:\n  - {id: 0, name: a}\n  - {id: 1, name: b}\n")
-        extra = [f"class_file:={tmp_path / 'two.yaml'}"]
+        extra = {"class_file": tmp_path / "two.yaml"}
     else:
-        extra = ["backend:=tflite"]
-    node = start_node(tmp_path, env, checkpoint, *extra)
+        extra = {"backend": "tflite"}
+    node = start_node(tmp_path, env, checkpoint, **extra)
     assert node.wait(60) == 2
     assert expected in node.log()

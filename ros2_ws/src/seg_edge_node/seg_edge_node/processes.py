@@ -31,6 +31,14 @@ def ros_env(ros_home: Path, dds_profile: str | None = None, domain_id: int | Non
     return env
 
 
+def node_command(executable, params_file, params: dict | None = None) -> list[str]:
+    """The segmentation node's command line: a parameter file plus `-p name:=value` overrides."""
+    cmd = [str(executable), "--ros-args", "--params-file", str(params_file)]
+    for name, value in (params or {}).items():
+        cmd += ["-p", f"{name}:={value}"]
+    return cmd
+
+
 def python_module(module: str, *args) -> list[str]:
     return [sys.executable, "-m", module, *(str(a) for a in args)]
 
