@@ -38,6 +38,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from durable_files import fsync_dir, makedirs_durable, write_atomic
+
 log = logging.getLogger(__name__)
 
 LABEL_SOURCES = ("sam", "region", "human", "ground_truth")
@@ -226,7 +228,7 @@ class SqliteSampleStore(SampleStore):
         self.rejected_invalid = 0
         self.write_failures = 0
         self.orphan_files_removed = 0
-        _makedirs_durable(self.directory / "samples")
+        makedirs_durable(self.directory / "samples")
         self._create_schema()
         self._remove_orphans()
 
@@ -418,17 +420,13 @@ class SqliteSampleStore(SampleStore):
         try:
             for rel, data in files.items():
                 path = self.directory / rel
-                _makedirs_durable(path.parent)
-                tmp = path.with_name(f".{path.name}.tmp")
-                written.append(tmp)
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
+                makedirs_durable(path.parent)
+                # A failed write removes its own temp file; the directories are fsynced
+                # once, below, for all the files in them.
+                write_atomic(path, data, sync_dir=False)
                 written.append(path)
             for directory in {(self.directory / rel).parent for rel in files}:
-                _fsync_dir(directory)
+                fsync_dir(directory)
         except OSError as e:
             self._remove_files(written)
             with self._lock:
@@ -551,24 +549,3 @@ def _retry_locked(fn, timeout_s: float):
             if "locked" not in str(e) or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _makedirs_durable(directory: Path) -> None:
-    """Create missing directories, fsyncing each parent: a file fsynced into a
-    directory whose own entry was lost in a power cut is lost too."""
-    missing = []
-    path = directory.absolute()
-    while not path.is_dir():
-        missing.append(path)
-        path = path.parent
-    for path in reversed(missing):
-        path.mkdir(exist_ok=True)  # another writer may create it at the same time
-        _fsync_dir(path.parent)

@@ -20,13 +20,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+import durable_files
 
 log = logging.getLogger(__name__)
 
@@ -104,37 +105,18 @@ class EngineKey:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one.
+    """Write `data` to `path` so that readers see the old file or the whole new one
+    (durable_files.write_atomic: same-directory temp file, fsynced, renamed), creating
+    the cache directory if needed.
 
-    The temp file lives in the same directory (os.replace is only atomic within
-    one filesystem) and is fsynced before the rename; the directory is fsynced
-    after it so the rename itself survives a power cut.
+    The directory fsync after the rename is best effort: it is not supported
+    everywhere (e.g. Windows), the data is already synced, and a rename lost in a
+    power cut only costs a rebuild.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not supported everywhere (e.g. Windows); the data is already synced
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    # 0o600, as tempfile.mkstemp created these files before: the cache is per user.
+    durable_files.write_atomic(path, data, sync_dir=False, mode=0o600)
+    durable_files.fsync_dir(path.parent, best_effort=True)
 
 
 class EngineCache:

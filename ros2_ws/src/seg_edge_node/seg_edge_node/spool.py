@@ -10,10 +10,11 @@ on start the sequence continues after the highest name found. A file is
 
     b"SSP1" | payload length (u64 LE) | CRC32 of the payload (u32 LE) | payload
 
-It is written as `<name>.tmp`, fsynced, renamed to its final name and the directory is
-fsynced: after a kill or a power cut an entry is complete or absent, and a file that is
-not (disk fault, manual edit) fails the length or CRC check and is deleted and counted,
-never returned. Leftover `.tmp` files are deleted on start.
+It is written as `.<name>.<random>.tmp`, fsynced, renamed to its final name and the
+directory is fsynced (durable_files.write_atomic): after a kill or a power cut an entry
+is complete or absent, and a file that is not (disk fault, manual edit) fails the length
+or CRC check and is deleted and counted, never returned. Leftover `.tmp` files are
+deleted on start.
 
 Delivery is at least once: a removal is not fsynced, so after a power cut an entry
 already acknowledged may come back and be sent again; the receiver deduplicates by key.
@@ -32,12 +33,13 @@ from collections import OrderedDict
 from itertools import islice
 from pathlib import Path
 
+from durable_files import TEMP_SUFFIX, makedirs_durable, write_atomic
+
 log = logging.getLogger(__name__)
 
 MAGIC = b"SSP1"
 HEADER = struct.Struct("<4sQI")
 ENTRY_SUFFIX = ".seg"
-TEMP_SUFFIX = ".tmp"
 LOCK_NAME = ".lock"
 _ENTRY_RE = re.compile(r"^(\d{16})-(.*)\.seg$")
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._-]")
@@ -86,7 +88,7 @@ class DiskSpool:
         self.rejected_oversize = 0
         self.write_failures = 0
         self.unlink_failures = 0
-        _makedirs_durable(self.directory)
+        makedirs_durable(self.directory)
         self._lock_file = _lock_exclusively(self.directory / LOCK_NAME)
         with self._lock:
             self._recover_locked()
@@ -274,35 +276,22 @@ class DiskSpool:
 
     def _write_entry(self, entry_id: str, header: bytes, payload: bytes) -> None:
         final = self._path(entry_id)
-        temp = final.with_name(final.name + TEMP_SUFFIX)
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-            try:
-                _write_all(fd, header)
-                _write_all(fd, payload)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, final)
-            _fsync_dir(self.directory)
+            # OSErrors propagate with their errno: put() tells a full disk from the rest.
+            write_atomic(final, (header, payload), mode=0o644)
         except BaseException:
             # Leave nothing half-done behind: the entry is either fully stored or absent.
-            for path in (temp, final):
-                try:
-                    path.unlink(missing_ok=True)
-                except OSError:
-                    pass
+            # write_atomic removed its temp file; the final one exists if only the
+            # directory fsync failed.
+            try:
+                final.unlink(missing_ok=True)
+            except OSError:
+                pass
             raise
 
 
 def _safe_key(key: str) -> str:
     return _UNSAFE_KEY_CHARS.sub("_", str(key))[:_MAX_KEY_CHARS] or "_"
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _check_header(head: bytes, file_size: int) -> int:
@@ -336,27 +325,6 @@ def _check_file(path: Path) -> int:
         raise CorruptEntryError(f"unreadable: {e}") from e
     _check_header(head, size)
     return size
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _makedirs_durable(directory: Path) -> None:
-    """Create `directory` and its missing parents, fsyncing each parent so the new
-    entries survive a power cut (an fsynced file in a lost directory is lost too)."""
-    missing = []
-    path = directory.absolute()
-    while not path.exists():
-        missing.append(path)
-        path = path.parent
-    for path in reversed(missing):
-        path.mkdir(exist_ok=True)
-        _fsync_dir(path.parent)
 
 
 def _lock_exclusively(path: Path):
