@@ -24,11 +24,10 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from segwire import (HardFrame, RefinedResult, WireError, WireLimits, decode_hard_frame,
-                     encode_refined, refined_topic, robot_id_from_topic, shared_hard_subscription)
+from segwire import (HardFrame, RefinedResult, WireError, WireLimits, connect_persistent, decode_hard_frame,
+                     encode_refined, make_client, refined_topic, robot_id_from_topic,
+                     shared_hard_subscription)
 
 from .config import BridgeConfig, ConfigError, load_bridge_config
 from .refiner import Refiner, build_refiner
@@ -64,11 +63,7 @@ class BridgeService:
         for t in self._threads:
             t.start()
         b = self.config.broker
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = b.session_expiry_s
-        props.ReceiveMaximum = b.receive_maximum
-        self.client.connect_async(b.host, b.port, keepalive=b.keepalive_s, clean_start=False, properties=props)
-        self.client.loop_start()
+        connect_persistent(self.client, b.host, b.port, b.keepalive_s, b.session_expiry_s, b.receive_maximum)
         log.info("bridge %s: refining with %s; broker %s:%d, group %r; storage %s",
                  self.config.bridge_id, self.refiner.describe(), b.host, b.port, b.share_group, self._storage)
 
@@ -91,14 +86,10 @@ class BridgeService:
     # -- MQTT ------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         b = self.config.broker
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                             client_id=b.client_id or f"cloud-bridge-{self.config.bridge_id}",
-                             protocol=mqtt.MQTTv5, manual_ack=True)
-        if b.username:
-            client.username_pw_set(b.username, b.password or None)
-        if b.tls:
-            client.tls_set(ca_certs=b.ca_file or None, certfile=b.cert_file or None, keyfile=b.key_file or None)
-        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        # manual_ack: the PUBACK for a frame is sent only once it is stored (see _work).
+        client = make_client(b.client_id or f"cloud-bridge-{self.config.bridge_id}", username=b.username,
+                             password=b.password, tls=b.tls, ca_file=b.ca_file, cert_file=b.cert_file,
+                             key_file=b.key_file, manual_ack=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

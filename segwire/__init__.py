@@ -23,6 +23,7 @@ from .payload import (
     encode_refined,
     encode_status,
 )
+from .mqtt_client import connect_persistent, make_client
 from .topics import (
     ALL_HARD,
     PROTOCOL_VERSION,
@@ -49,6 +50,7 @@ __all__ = [
     "Section",
     "WireError",
     "WireLimits",
+    "connect_persistent",
     "decode_hard_frame",
     "decode_refined",
     "decode_status",
@@ -56,6 +58,7 @@ __all__ = [
     "encode_refined",
     "encode_status",
     "hard_topic",
+    "make_client",
     "refined_topic",
     "robot_id_from_topic",
     "shared_hard_subscription",

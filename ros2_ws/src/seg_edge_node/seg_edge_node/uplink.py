@@ -21,11 +21,9 @@ from pathlib import Path
 from typing import Callable
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from segwire import (HardFrame, RefinedResult, RobotStatus, WireError, decode_refined,
-                     encode_hard_frame, encode_status, hard_topic, refined_topic, status_topic,
+from segwire import (HardFrame, RefinedResult, RobotStatus, WireError, connect_persistent, decode_refined,
+                     encode_hard_frame, encode_status, hard_topic, make_client, refined_topic, status_topic,
                      validate_robot_id)
 
 from .spool import CorruptEntryError, DiskSpool, SpoolError
@@ -117,11 +115,7 @@ class MqttUplink:
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
         self._thread.start()
         cfg = self.config
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = cfg.session_expiry_s
-        self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=False,
-                                   properties=props)
-        self._client.loop_start()
+        connect_persistent(self._client, cfg.host, cfg.port, cfg.keepalive_s, cfg.session_expiry_s)
         log.info("uplink to %s:%d as %s (spool %s, %d frames waiting)", cfg.host, cfg.port,
                  self._client_id, self.spool.directory, len(self.spool))
 
@@ -174,15 +168,9 @@ class MqttUplink:
 
     def _make_client(self) -> mqtt.Client:
         cfg = self.config
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id,
-                             protocol=mqtt.MQTTv5)
-        if cfg.username:
-            client.username_pw_set(cfg.username, cfg.password or None)
-        if cfg.tls:
-            client.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None,
-                           keyfile=cfg.key_file or None)
+        client = make_client(self._client_id, username=cfg.username, password=cfg.password, tls=cfg.tls,
+                             ca_file=cfg.ca_file, cert_file=cfg.cert_file, key_file=cfg.key_file)
         client.will_set(status_topic(cfg.robot_id), self._status("offline"), qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.max_inflight_messages_set(cfg.max_inflight)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
