@@ -47,7 +47,8 @@ RUN /opt/seg_edge/venv/bin/pip install --no-deps --index-url "$TORCH_INDEX_URL" 
     && /opt/seg_edge/venv/bin/pip install -r /opt/seg_edge/requirements-edge.txt
 
 # The repository itself (.dockerignore keeps .venv, runs and weights out): `pip install .`
-# puts in whatever pyproject.toml packages (rfnet today), as setup.sh's `pip install -e` does.
+# puts in what pyproject.toml packages (rfnet, segwire, durable_files, cloud_bridge), as
+# setup.sh's `pip install -e` does; --no-deps keeps the bridge's SAM stack out of the image.
 # colcon is started with the venv's interpreter because its ament_python builds write
 # sys.executable into the node's launcher script: with /usr/bin/python3 there the node
 # would not find torch, onnxruntime or rfnet.
