@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bridge_processes import start_bridge
-from cloud_bridge.local_run import LocalBroker
+from cloud_bridge.local_run import LocalBroker, free_port
 from cloud_bridge.sample_store import SqliteSampleStore
 from ros_processes import (NODE_EXE, PARAMS_FILE, Proc, node_command, python_module, ros_env, wait_serving,
                            wait_until)
@@ -47,15 +47,19 @@ class Stack:
                                                    "--distinct", 4), self.env, self.tmp)
         return recorder
 
-    def stored(self) -> dict[str, object]:
-        with SqliteSampleStore(self.storage / "samples") as store:
-            return {info.frame_uuid: info for info in store.list(limit=100000)}
+    def stored(self) -> set[str]:
+        return stored_uuids(self.storage)
 
     def stop(self):
         for p in (getattr(self, "camera", None), self.node, self.bridge):
             if p is not None:
                 p.stop()
         self.broker.stop()
+
+
+def stored_uuids(storage) -> set[str]:
+    with SqliteSampleStore(storage / "samples") as store:
+        return {info.frame_uuid for info in store.list(limit=100000)}
 
 
 def results(tmp) -> tuple[list[dict], list[dict], dict]:
@@ -151,3 +155,45 @@ def test_broker_outage_of_30s_loses_no_accepted_hard_frame(tmp_path, reference_c
         assert "connected to the broker (session present: True)" in stack.node.log()
     finally:
         stack.stop()
+
+
+def test_spooled_hard_frames_survive_a_node_restart(tmp_path, reference_checkpoint):
+    """Broker down while the robot works; the node is restarted; then the cloud comes up."""
+    env = ros_env(tmp_path)
+    port = free_port()
+    params = {"model_path": reference_checkpoint, "input_height": 128, "input_width": 160,
+              "cache_dir": tmp_path / "cache", "uplink.host": "127.0.0.1", "uplink.port": port,
+              "uplink.robot_id": "dog1", "uplink.spool_dir": tmp_path / "spool",
+              "mining.policy": "random", "mining.random_rate": 1.0,
+              "mining.budget_per_minute": 6000.0, "mining.budget_burst": 1000}
+    node = Proc("node1", node_command(NODE_EXE, PARAMS_FILE, params), env, tmp_path)
+    broker = bridge = None
+    try:
+        wait_serving(node)
+        recorder = Proc("recorder", python_module("seg_edge_node.result_recorder", "--out", tmp_path / "rec",
+                                                  "--duration", 30), env, tmp_path)
+        camera = Proc("camera", python_module("seg_edge_node.synthetic_camera", "--width", CAM_W, "--height",
+                                              CAM_H, "--rate", 4, "--count", 8, "--distinct", 4), env, tmp_path)
+        assert camera.wait(60) == 0
+        time.sleep(2.5)   # a diagnostics message after the last frame
+        recorder.signal()
+        assert recorder.wait(30) == 0
+        edge, _, summary = results(tmp_path)
+        spooled = int(summary["diagnostics"]["uplink_spool_entries"])
+        assert spooled == int(summary["diagnostics"]["uplink_submitted"]) >= 7
+        assert node.stop() == 0
+        broker = LocalBroker(tmp_path / "broker", port=port).start()
+        bridge = start_bridge(tmp_path, port, "b1", tmp_path / "store")
+        node = Proc("node2", node_command(NODE_EXE, PARAMS_FILE, params), env, tmp_path)
+        wait_serving(node)
+        assert f"{spooled} frames waiting" in node.log()
+        wait_until(lambda: len(stored_uuids(tmp_path / "store")) == spooled, 60,
+                   "the spooled frames to reach the bridge")
+        stored = stored_uuids(tmp_path / "store")
+        assert {r["frame_uuid"] for r in edge if r["is_hard"]} <= stored
+    finally:
+        node.stop()
+        if bridge is not None:
+            bridge.stop()
+        if broker is not None:
+            broker.stop()
