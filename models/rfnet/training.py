@@ -1,0 +1,214 @@
+"""Train or fine-tune RFNet on segmentation datasets (CPU here, GPU on a server).
+
+Used by the base-training command and by the cloud's lifelong retraining: the caller
+chooses the data (e.g. new hard samples plus a rehearsal subset of earlier data) and
+this module runs seeded, progress-reporting epochs and writes Ianvs-format
+checkpoints, so the original tooling can read them.
+
+  python -m rfnet.training --train data/daylight_campus/train.txt --val data/daylight_campus/val.txt \
+      --out runs/base.pth --epochs 20 --height 240 --width 320
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .network import RFNet, RFNetConfig
+from .preprocessing import PreprocessConfig
+
+log = logging.getLogger(__name__)
+IGNORE = 255
+DECODER_PREFIXES = ("backbone.spp", "backbone.upsample", "logits")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 4
+    lr: float = 1e-3                  # decoder (SPP, upsampling, head)
+    encoder_lr_factor: float = 0.25   # encoders learn slower: they carry the general features
+    weight_decay: float = 1e-4
+    input_height: int = 240
+    input_width: int = 320
+    depth_units_per_metre: float = 25.5
+    augment: bool = True
+    freeze_bn: bool = False           # keep BatchNorm statistics (small fine-tuning batches)
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "cpu"
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return PreprocessConfig(self.input_height, self.input_width, self.depth_units_per_metre)
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    loss: float
+    seconds: float
+    val_miou: float | None = None
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochStats] = field(default_factory=list)
+    best_miou: float | None = None
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def param_groups(model: RFNet, cfg: TrainConfig) -> list[dict]:
+    decoder, encoder = [], []
+    for name, p in model.named_parameters():
+        (decoder if name.startswith(DECODER_PREFIXES) else encoder).append(p)
+    return [{"params": decoder, "lr": cfg.lr}, {"params": encoder, "lr": cfg.lr * cfg.encoder_lr_factor}]
+
+
+def _batches(dataset, cfg: TrainConfig, shuffle: bool, epoch: int):
+    generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    return torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, drop_last=shuffle,
+                                       num_workers=cfg.num_workers, generator=generator)
+
+
+@torch.inference_mode()
+def evaluate(model: RFNet, dataset, cfg: TrainConfig, num_classes: int, progress: bool = False):
+    """Confusion matrix of `model` on a TorchSegmentationDataset (network input resolution)."""
+    from seg_eval import ConfusionMatrix
+
+    model.eval()
+    cm = ConfusionMatrix(num_classes)
+    for batch in tqdm(_batches(dataset, cfg, shuffle=False, epoch=0), desc="eval", disable=not progress,
+                      leave=False):
+        rgb, depth, labels = batch.rgb.to(cfg.device), batch.depth.to(cfg.device), batch.labels
+        pred = model(rgb, depth).argmax(1).cpu().numpy()
+        cm.update(pred, labels.numpy())
+    return cm
+
+
+class Trainer:
+    def __init__(self, model: RFNet, cfg: TrainConfig):
+        self.model = model.to(cfg.device)
+        self.cfg = cfg
+        self.loss = nn.CrossEntropyLoss(ignore_index=IGNORE)
+
+    def _train_mode(self) -> None:
+        self.model.train()
+        if self.cfg.freeze_bn:
+            for m in self.model.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+
+    def fit(self, train, val=None, checkpoint: Path | None = None, progress: bool = True) -> TrainResult:
+        """Train on `train` (a TorchSegmentationDataset); keep the best (by val mIoU, else the last)
+        weights in the model and, if given, in `checkpoint`."""
+        cfg = self.cfg
+        seed_everything(cfg.seed)
+        steps_per_epoch = max(1, len(train) // cfg.batch_size)
+        total = cfg.epochs * steps_per_epoch
+        opt = torch.optim.AdamW(param_groups(self.model, cfg), weight_decay=cfg.weight_decay)
+        base_lrs = [g["lr"] for g in opt.param_groups]
+        result, best_state, step = TrainResult(), None, 0
+        for epoch in range(1, cfg.epochs + 1):
+            if hasattr(train, "set_epoch"):
+                train.set_epoch(epoch)
+            self._train_mode()
+            t0, losses = time.monotonic(), []
+            bar = tqdm(_batches(train, cfg, shuffle=True, epoch=epoch), total=steps_per_epoch,
+                       desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
+            for batch in bar:
+                # Cosine decay from the base rates to zero over the whole run.
+                scale = 0.5 * (1 + math.cos(math.pi * step / total))
+                for g, base in zip(opt.param_groups, base_lrs):
+                    g["lr"] = base * scale
+                logits = self.model(batch.rgb.to(cfg.device), batch.depth.to(cfg.device))
+                loss = self.loss(logits, batch.labels.to(cfg.device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+                step += 1
+            stats = EpochStats(epoch, float(np.mean(losses)) if losses else float("nan"), time.monotonic() - t0)
+            if val is not None:
+                stats.val_miou = evaluate(self.model, val, cfg, self.model.num_classes).miou()
+            result.history.append(stats)
+            log.info("epoch %d: loss %.4f%s, %.0f s", epoch, stats.loss,
+                     "" if stats.val_miou is None else f", val mIoU {stats.val_miou:.4f}", stats.seconds)
+            better = val is None or result.best_miou is None or stats.val_miou > result.best_miou
+            if better:
+                result.best_miou = stats.val_miou
+                best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                if checkpoint is not None:
+                    save_checkpoint(self.model, checkpoint, epoch=epoch, best_pred=stats.val_miou or 0.0)
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        return result
+
+
+def open_labelled(path: str | Path, num_classes: int):
+    """A dataset (Ianvs index or Cityscapes folder) whose ids >= num_classes read as ignore."""
+    from segdata import LabelConfig, open_dataset
+
+    if Path(path).suffix == ".txt":
+        return open_dataset(path, labels=LabelConfig(num_classes=num_classes))
+    return open_dataset(path, num_classes=num_classes)
+
+
+def main(argv=None) -> int:
+    from segdata import DatasetError, TorchSegmentationDataset
+
+    ap = argparse.ArgumentParser(description="Train or fine-tune RFNet (checkpoints in the Ianvs format).")
+    ap.add_argument("--train", required=True, help="Ianvs index file or Cityscapes-style folder")
+    ap.add_argument("--val", help="held-out data for model selection")
+    ap.add_argument("--out", required=True, type=Path, help="checkpoint to write (.pth)")
+    ap.add_argument("--init", type=Path, help="start from this checkpoint (default: random init)")
+    ap.add_argument("--num-classes", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    ap.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    ap.add_argument("--lr", type=float, default=TrainConfig.lr)
+    ap.add_argument("--height", type=int, default=TrainConfig.input_height)
+    ap.add_argument("--width", type=int, default=TrainConfig.input_width)
+    ap.add_argument("--freeze-bn", action="store_true")
+    ap.add_argument("--no-augment", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, input_height=args.height,
+                      input_width=args.width, augment=not args.no_augment, freeze_bn=args.freeze_bn,
+                      seed=args.seed, device=args.device)
+    try:
+        train = TorchSegmentationDataset(open_labelled(args.train, args.num_classes), cfg.preprocess,
+                                         augment=cfg.augment, seed=cfg.seed)
+        val = (TorchSegmentationDataset(open_labelled(args.val, args.num_classes), cfg.preprocess)
+               if args.val else None)
+    except DatasetError as e:
+        print(f"training: {e}", file=sys.stderr)
+        return 2
+    seed_everything(cfg.seed)
+    model = load_checkpoint(args.init).model if args.init else RFNet(RFNetConfig(num_classes=args.num_classes))
+    result = Trainer(model, cfg).fit(train, val, checkpoint=args.out)
+    print(f"wrote {args.out}; best val mIoU {result.best_miou}" if val else f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
