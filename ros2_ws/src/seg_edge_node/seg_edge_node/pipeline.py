@@ -6,6 +6,7 @@ and the benchmarks run the same code.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -38,6 +39,18 @@ class SegmentationPipeline:
         self.engine = engine
         self.preprocess = preprocess
         self.miner = miner
+        self._engine_lock = threading.Lock()
+        # The newest frame's network inputs and the serving model's labels for it: the
+        # canary a candidate model is checked against.
+        self.canary: tuple[np.ndarray, np.ndarray | None, np.ndarray] | None = None
+
+    def swap_engine(self, engine: SegmentationEngine) -> SegmentationEngine:
+        """Serve `engine` from the next frame on; waits for the frame in flight. Returns the old one."""
+        if engine.spec != self.engine.spec:
+            raise ValueError(f"a new engine must keep the model spec {self.engine.spec}, got {engine.spec}")
+        with self._engine_lock:
+            old, self.engine = self.engine, engine
+        return old
 
     @property
     def uses_depth(self) -> bool:
@@ -52,7 +65,9 @@ class SegmentationPipeline:
                 raise ValueError("this model is RGB-D and needs a depth image with the RGB frame")
             d, invalid = preprocess_depth(depth_m, self.preprocess)
         t1 = time.perf_counter()
-        out = self.engine.infer(x, d)
+        with self._engine_lock:
+            out = self.engine.infer(x, d)
+        self.canary = (x, d, out.labels)
         t2 = time.perf_counter()
         h, w = rgb.shape[:2]
         labels, conf = out.labels, out.confidence
