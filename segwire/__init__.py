@@ -3,6 +3,11 @@
 Topics are in ``segwire.topics``, payloads (and their byte-level specification)
 in ``segwire.payload``. Both sides import this package so the protocol is
 defined once.
+
+Model push: chunk, request and status messages in ``segwire.model_transfer``
+(exported here); signed manifests in ``segwire.model_manifest`` and signing keys
+in ``segwire.model_keys``, imported by name because they need ``cryptography``,
+which a robot image without model push need not install.
 """
 
 from .errors import WireError
@@ -23,13 +28,34 @@ from .payload import (
     encode_refined,
     encode_status,
 )
+from .model_transfer import (
+    CHUNK_MAGIC,
+    MODEL_STATES,
+    ModelChunk,
+    ModelLimits,
+    ModelRequest,
+    ModelStatus,
+    TransferError,
+    decode_chunk,
+    decode_model_status,
+    decode_request,
+    encode_chunk,
+    encode_model_status,
+    encode_request,
+)
 from .mqtt_client import connect_persistent, make_client
 from .topics import (
     ALL_HARD,
+    ALL_MODEL_REQUESTS,
     PROTOCOL_VERSION,
     TOPIC_ROOT,
     hard_topic,
+    model_chunk_topic,
+    model_request_topic,
+    model_status_topic,
+    models_manifest_topic,
     refined_topic,
+    robot_id_from_model_topic,
     robot_id_from_topic,
     shared_hard_subscription,
     status_topic,
@@ -38,28 +64,47 @@ from .topics import (
 
 __all__ = [
     "ALL_HARD",
+    "ALL_MODEL_REQUESTS",
+    "CHUNK_MAGIC",
     "MAGIC",
+    "MODEL_STATES",
     "PROTOCOL_VERSION",
     "STATES",
     "TOPIC_ROOT",
     "Codec",
     "HardFrame",
     "Kind",
+    "ModelChunk",
+    "ModelLimits",
+    "ModelRequest",
+    "ModelStatus",
     "RefinedResult",
     "RobotStatus",
     "Section",
+    "TransferError",
     "WireError",
     "WireLimits",
     "connect_persistent",
+    "decode_chunk",
     "decode_hard_frame",
+    "decode_model_status",
     "decode_refined",
+    "decode_request",
     "decode_status",
+    "encode_chunk",
     "encode_hard_frame",
+    "encode_model_status",
     "encode_refined",
+    "encode_request",
     "encode_status",
     "hard_topic",
     "make_client",
+    "model_chunk_topic",
+    "model_request_topic",
+    "model_status_topic",
+    "models_manifest_topic",
     "refined_topic",
+    "robot_id_from_model_topic",
     "robot_id_from_topic",
     "shared_hard_subscription",
     "status_topic",

@@ -16,9 +16,19 @@ subscription :func:`shared_hard_subscription`.
 The version in the root follows ``PROTOCOL_VERSION``: a v2 payload goes to a
 v2 tree, so old and new robots and bridges can share a broker.
 
-Reserved: ``seg/v1/models/...`` is kept free for model push (cloud -> robot
-model updates, not defined yet); hence ``models`` is not a valid robot id.
-Per-robot sub-topics other than the three above are reserved as well.
+Model push (signed model files, cloud -> robot; segwire.model_manifest for the
+manifest, segwire.model_transfer for the messages)::
+
+    seg/v1/models/<fleet>/manifest   cloud -> robots  signed manifest JSON, retained
+    seg/v1/<robot_id>/model/request  robot -> cloud   "send chunks [...] of version V" JSON
+    seg/v1/<robot_id>/model/chunk    cloud -> robot   one binary chunk of a model file
+    seg/v1/<robot_id>/model/status   robot -> all     ModelStatus JSON, retained
+
+The manifest is retained so a robot that connects later still gets the latest
+model; chunks go to one robot at its own request, so a fleet does not receive
+every robot's resumed transfer. ``models`` is not a valid robot id, which keeps
+the fleet sub-tree apart from the robots'. Per-robot sub-topics other than the
+ones above are reserved.
 """
 
 from __future__ import annotations
@@ -30,8 +40,10 @@ from .errors import WireError
 PROTOCOL_VERSION = 1
 TOPIC_ROOT = f"seg/v{PROTOCOL_VERSION}"
 ALL_HARD = f"{TOPIC_ROOT}/+/hard"
+ALL_MODEL_REQUESTS = f"{TOPIC_ROOT}/+/model/request"
 
 _CHANNELS = ("hard", "refined", "status")
+_MODEL_CHANNELS = ("request", "chunk", "status")
 _RESERVED_IDS = frozenset({"models"})
 # No '/', '+', '#' or '$' (topic level, wildcards, broker-internal topics) and
 # nothing a shell, a file name or a log line would need to quote.
@@ -82,5 +94,36 @@ def robot_id_from_topic(topic: object) -> str:
     if len(parts) != 4 or "/".join(parts[:2]) != TOPIC_ROOT or parts[3] not in _CHANNELS:
         raise WireError(
             f"topic {topic!r} is not {TOPIC_ROOT}/<robot_id>/{{{','.join(_CHANNELS)}}}"
+        )
+    return validate_robot_id(parts[2])
+
+
+def models_manifest_topic(fleet: str = "default") -> str:
+    """Where the latest signed manifest of ``fleet`` is retained."""
+    _check_name(fleet, "fleet")
+    return f"{TOPIC_ROOT}/models/{fleet}/manifest"
+
+
+def model_request_topic(robot_id: str) -> str:
+    return f"{TOPIC_ROOT}/{validate_robot_id(robot_id)}/model/request"
+
+
+def model_chunk_topic(robot_id: str) -> str:
+    return f"{TOPIC_ROOT}/{validate_robot_id(robot_id)}/model/chunk"
+
+
+def model_status_topic(robot_id: str) -> str:
+    return f"{TOPIC_ROOT}/{validate_robot_id(robot_id)}/model/status"
+
+
+def robot_id_from_model_topic(topic: object) -> str:
+    """The robot id of a model request, chunk or status topic; WireError for any other topic."""
+    if not isinstance(topic, str):
+        raise WireError(f"topic must be a string, got {type(topic).__name__}")
+    parts = topic.split("/")
+    if (len(parts) != 5 or "/".join(parts[:2]) != TOPIC_ROOT or parts[3] != "model"
+            or parts[4] not in _MODEL_CHANNELS):
+        raise WireError(
+            f"topic {topic!r} is not {TOPIC_ROOT}/<robot_id>/model/{{{','.join(_MODEL_CHANNELS)}}}"
         )
     return validate_robot_id(parts[2])
