@@ -11,9 +11,10 @@ import math
 from dataclasses import dataclass, field, fields
 
 from .hard_mining import MiningConfig
+from .model_manager import ModelManagerConfig
 from .uplink import UplinkConfig
 
-SECTIONS = {"mining": MiningConfig, "uplink": UplinkConfig}
+SECTIONS = {"mining": MiningConfig, "uplink": UplinkConfig, "updates": ModelManagerConfig}
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class EdgeNodeConfig:
     # Hard-example mining and the MQTT uplink of hard frames (uplink.host empty = off).
     mining: MiningConfig = field(default_factory=MiningConfig)
     uplink: UplinkConfig = field(default_factory=UplinkConfig)
+    # Signed model updates from the cloud, hot-swapped between frames (updates.enabled).
+    updates: ModelManagerConfig = field(default_factory=ModelManagerConfig)
 
     @classmethod
     def parameter_defaults(cls) -> dict[str, object]:
@@ -70,6 +73,11 @@ class EdgeNodeConfig:
         """Raise ValueError naming the parameter and the accepted values."""
         self.mining.validate()
         self.uplink.validate()
+        self.updates.validate()
+        if self.updates.enabled and not self.uplink.enabled:
+            raise ValueError("parameter updates.enabled needs the broker: set uplink.host (and port)")
+        if self.updates.enabled and self.backend == "torch":
+            raise ValueError("model updates arrive as ONNX files: use backend onnxruntime or tensorrt")
         if self.backend not in ("onnxruntime", "tensorrt", "torch"):
             raise ValueError(f"parameter backend={self.backend!r}: use onnxruntime, tensorrt or torch")
         if self.input_qos not in ("sensor_data", "reliable"):

@@ -33,9 +33,24 @@ STATES = ("serving", "updating", "failed", "rolled_back")
 
 @dataclass(frozen=True)
 class ModelManagerConfig:
+    enabled: bool = False               # take signed model updates from the cloud (needs uplink.host)
     directory: str = "~/.cache/seg_edge/models"
+    trusted_keys: str = ""              # folder of the fleet's trusted *.pub signing keys
+    fleet: str = "default"
     keep_versions: int = 3              # model versions kept on disk (serving one included)
     canary_min_agreement: float = 0.3   # share of canary pixels where old and new model agree
+
+    def validate(self) -> None:
+        if not self.enabled:
+            return
+        if not self.trusted_keys:
+            raise ValueError("parameter updates.trusted_keys: give the folder of trusted model signing keys "
+                             "(*.pub), or set updates.enabled false")
+        if self.keep_versions < 2:
+            raise ValueError(f"parameter updates.keep_versions={self.keep_versions}: keep 2 or more "
+                             "(the serving model and one to roll back to)")
+        if not 0.0 <= self.canary_min_agreement <= 1.0:
+            raise ValueError(f"parameter updates.canary_min_agreement={self.canary_min_agreement}: use [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,7 @@ class ModelManager:
         self._on_change = on_change
         self.status = ManagerStatus()
         self._busy = threading.Lock()
+        self._pending: tuple[int, Path, bool] | None = None   # the newest offer made while busy
         self.history: list[ServingModel] = []   # earlier models, newest last (for rollback)
 
     # -- start-up ------------------------------------------------------------------------
@@ -92,17 +108,21 @@ class ModelManager:
     def offer(self, number: int, path: Path, rollback: bool = False) -> bool:
         """Start taking `path` (release `number`) into service in the background.
 
-        False if refused at once: a downgrade that is not a rollback, or another update
-        still in progress (the downloader offers it again later)."""
+        False if refused: a downgrade that is not a rollback. An offer made while another
+        update runs waits for it (only the newest waiting offer is kept)."""
         if number <= self.serving.number and not rollback:
             self._fail(f"refused model {number}: not newer than the serving model {self.serving.number} "
                        "(a downgrade needs an explicit rollback)", state=self.status.state)
             return False
         if not self._busy.acquire(blocking=False):
-            return False
-        threading.Thread(target=self._take_over, args=(number, Path(path), rollback), name="model-update",
-                         daemon=True).start()
+            self._pending = (number, Path(path), rollback)
+            return True
+        self._start(number, Path(path), rollback)
         return True
+
+    def _start(self, number: int, path: Path, rollback: bool) -> None:
+        threading.Thread(target=self._take_over, args=(number, path, rollback), name="model-update",
+                         daemon=True).start()
 
     def rollback(self) -> bool:
         """Go back to the previous model (on a signed command, or after a bad update)."""
@@ -140,7 +160,11 @@ class ModelManager:
             self._fail(f"model {number} could not be loaded: {type(e).__name__}: {e}; still serving "
                        f"{self.serving.number}", state="rolled_back")
         finally:
-            self._busy.release()
+            pending, self._pending = self._pending, None
+            if pending is not None and (pending[0] > self.serving.number or pending[2]):
+                self._start(*pending)   # keeps holding _busy
+            else:
+                self._busy.release()
 
     def _canary(self, engine: SegmentationEngine) -> str:
         canary = self.pipeline.canary

@@ -12,6 +12,7 @@ import logging
 import sys
 import threading
 import uuid
+from pathlib import Path
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -27,7 +28,7 @@ from rfnet.checkpoint import CheckpointError
 from rfnet.classes import ClassFileError, load_class_list
 from rfnet.engines import EngineConfig, EngineError, ModelSpec, load_engine
 from rfnet.preprocessing import PreprocessConfig
-from segwire import HardFrame, RefinedResult
+from segwire import HardFrame, RefinedResult, make_client
 
 from .config import EdgeNodeConfig
 from .frame_pairing import StampPairer
@@ -35,6 +36,7 @@ from .hard_mining import HardExampleMiner
 from .image_conversion import (ImageConversionError, compressed_to_rgb, image_to_depth_m,
                                image_to_rgb, mono8_to_image, rgb_to_image)
 from .keep_latest import LatestSlot
+from .model_manager import ManagerStatus, ModelManager, ServingModel
 from .node_stats import NodeStats
 from .overlay import colour_overlay
 from .pipeline import SegmentationPipeline
@@ -45,6 +47,8 @@ RELIABLE_OUT = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE,
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 LOG_THROTTLE_S = 5.0
+MODEL_STATES = {"serving": ModelStatus.STATE_SERVING, "updating": ModelStatus.STATE_UPDATING,
+                "failed": ModelStatus.STATE_FAILED, "rolled_back": ModelStatus.STATE_ROLLED_BACK}
 
 
 class RosLogHandler(logging.Handler):
@@ -114,6 +118,12 @@ class SegEdgeNode(Node):
             self._uplink = MqttUplink(self.config.uplink, self._on_refined, lambda: self.model_version,
                                       self.config.depth_units_per_metre)
             self._uplink.start()
+        self._model_link = None
+        if self.config.updates.enabled:
+            try:
+                self._start_model_updates()
+            except (ValueError, OSError) as e:
+                raise StartupError(f"model updates: {e}") from e
         self._subscribe()
         self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
         self._publish_status(ModelStatus.STATE_SERVING, version=self.model_version)
@@ -131,13 +141,58 @@ class SegEdgeNode(Node):
         self.classes = load_class_list(cfg.class_file or None)
         self.palette = self.classes.palette()
         self.spec = ModelSpec(self.classes.num_classes, cfg.input_height, cfg.input_width, cfg.use_depth)
-        self.get_logger().info(f"loading {cfg.model_path} with {cfg.backend} ...")
-        loaded = load_engine(EngineConfig(cfg.model_path, self.spec, cfg.backend, cfg.cache_dir,
+        model_path, number = cfg.model_path, 0
+        live = ModelManager.persisted(cfg.updates.directory) if cfg.updates.enabled else None
+        if live is not None:   # an update went live before the last shutdown: keep serving it
+            model_path, number = str(live.path), live.number
+            self.get_logger().info(f"serving model update {live.number} from the last run ({live.path})")
+        self.get_logger().info(f"loading {model_path} with {cfg.backend} ...")
+        loaded = load_engine(EngineConfig(model_path, self.spec, cfg.backend, cfg.cache_dir,
                                           cfg.device, cfg.threads, cfg.precision))
         self.model_version = loaded.version
+        self._serving = ServingModel(number, loaded.version, Path(model_path))
         self.pipeline = SegmentationPipeline(
             loaded.engine, PreprocessConfig(cfg.input_height, cfg.input_width, cfg.depth_units_per_metre),
             HardExampleMiner(cfg.mining))
+
+    def _start_model_updates(self) -> None:
+        from segwire.model_keys import load_trusted_keys   # needs cryptography, only with updates
+
+        from .model_download import DownloadOptions, ModelDownloader, MqttModelLink
+
+        cfg, up = self.config.updates, self.config.uplink
+        self._manager = ModelManager(cfg, self.pipeline, self._serving, self._build_engine, self._on_model_change)
+        self._downloader = ModelDownloader(cfg.directory, load_trusted_keys(Path(cfg.trusted_keys).expanduser()),
+                                           up.robot_id, lambda: self._manager.serving.number,
+                                           self._on_model_ready, DownloadOptions(fleet=cfg.fleet))
+        self._downloader.start()
+        client = make_client(f"{up.client_id or 'seg-edge-' + up.robot_id}-models", username=up.username,
+                             password=up.password, tls=up.tls, ca_file=up.ca_file, cert_file=up.cert_file,
+                             key_file=up.key_file)
+        self._model_link = MqttModelLink(self._downloader, client)
+        self._model_link.start(up.host, up.port, up.keepalive_s)
+
+    def _build_engine(self, path: Path):
+        c = self.config
+        return load_engine(EngineConfig(str(path), self.spec, c.backend, c.cache_dir, c.device, c.threads,
+                                        c.precision)).engine
+
+    def _on_model_ready(self, manifest, path: Path) -> None:
+        """A verified model file is on disk (downloader thread)."""
+        want = {"num_classes": self.spec.num_classes, "input_height": self.spec.input_height,
+                "input_width": self.spec.input_width, "use_depth": self.spec.use_depth}
+        got = {k: manifest.spec.get(k) for k in want}
+        if got != want:
+            self._on_model_change(self._manager.serving, ManagerStatus(
+                "rolled_back", f"model {manifest.version} is for {got}, this node runs {want}; not used"))
+            return
+        self._manager.offer(manifest.version, path)
+
+    def _on_model_change(self, serving: ServingModel, status: ManagerStatus) -> None:
+        self.model_version = serving.version
+        self._publish_status(MODEL_STATES[status.state], serving.version, status.last_error)
+        if status.last_error:
+            self.get_logger().error(status.last_error)
 
     def _subscribe(self) -> None:
         cfg = self.config
@@ -304,6 +359,9 @@ class SegEdgeNode(Node):
             self._worker.join(timeout=5.0)
         if getattr(self, "_uplink", None) is not None:
             self._uplink.stop()
+        if getattr(self, "_model_link", None) is not None:
+            self._model_link.stop()
+            self._downloader.stop()
 
 
 def main(args=None) -> int:
