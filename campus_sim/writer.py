@@ -1,0 +1,77 @@
+"""Dataset files: PNGs per modality, the Ianvs index file and camera.yaml.
+
+    out_dir/<task>/rgb/<split>_00000.png      8-bit RGB
+    out_dir/<task>/depth/<split>_00000.png    16-bit depth in millimetres, 0 = invalid
+    out_dir/<task>/label/<split>_00000.png    8-bit class ids, 255 = ignore
+    out_dir/<task>/<split>.txt                "rgb/... depth/... label/..." per line, relative to this folder
+    out_dir/<task>/camera.yaml                fx, fy, cx, cy, width, height, depth_scale_mm
+"""
+from __future__ import annotations
+
+import os
+import zlib
+from multiprocessing import Pool
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from .camera import Intrinsics
+from .tasks import Frame, get_task, render
+
+MODALITIES = ("rgb", "depth", "label")
+
+
+def split_seed(seed: int, split: str) -> int:
+    """The render seed of a split: `seed` itself for "train", another street set for any
+    other split, so train and test drawn with one --seed never share frames."""
+    return seed if split == "train" else (seed * 1_000_003 + zlib.crc32(split.encode())) % 2 ** 31
+
+
+def _render_one(job: tuple) -> tuple[int, Frame]:
+    task, index, seed, height, width = job
+    return index, render(task, index, seed, height, width)
+
+
+def write_frame(task_dir: Path, name: str, frame: Frame) -> str:
+    """Write one frame's three PNGs; returns its index-file line."""
+    paths = [f"{m}/{name}.png" for m in MODALITIES]
+    depth_mm = np.clip(np.round(frame.depth_m * 1000.0), 0, 65535).astype(np.uint16)
+    for rel, img in zip(paths, (cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR), depth_mm, frame.labels)):
+        if not cv2.imwrite(str(task_dir / rel), img):
+            raise OSError(f"cannot write {task_dir / rel}")
+    return " ".join(paths)
+
+
+def generate(out_dir: str | os.PathLike, task: str, count: int, seed: int, height: int = 480, width: int = 640,
+             split: str = "train", workers: int = 1, progress: bool = True) -> Path:
+    """Render frames 0..count-1 of `task` (see split_seed) into out_dir/<task>; returns the index file."""
+    t = get_task(task)
+    task_dir = Path(out_dir) / t.name
+    for m in MODALITIES:
+        (task_dir / m).mkdir(parents=True, exist_ok=True)
+    jobs = [(t.name, i, split_seed(seed, split), height, width) for i in range(count)]
+    lines = [""] * count
+    bar = tqdm(total=count, desc=f"{t.name}/{split}", unit="frame", disable=not progress)
+    if workers > 1:
+        # Whole streets per worker: frames of one street share its cached layout.
+        with Pool(workers) as pool:
+            for i, frame in pool.imap_unordered(_render_one, jobs, chunksize=t.walk.frames_per_street):
+                lines[i] = write_frame(task_dir, f"{split}_{i:05d}", frame)
+                bar.update()
+    else:
+        for job in jobs:
+            i, frame = _render_one(job)
+            lines[i] = write_frame(task_dir, f"{split}_{i:05d}", frame)
+            bar.update()
+    bar.close()
+    intr = Intrinsics.for_size(height, width).as_dict()
+    (task_dir / "camera.yaml").write_text(yaml.safe_dump({**intr, "depth_scale_mm": 1}, sort_keys=False))
+    index = task_dir / f"{split}.txt"
+    tmp = index.with_suffix(".txt.tmp")
+    tmp.write_text("".join(line + "\n" for line in lines))
+    tmp.replace(index)
+    return index
+
