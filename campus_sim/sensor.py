@@ -23,7 +23,7 @@ from .scene import Light
 class SensorConfig:
     key: float = 0.16               # auto exposure: target geometric-mean linear signal
     max_gain: float = 8.0           # where auto exposure gives up
-    awb: float = 0.8                # share of the scene's colour cast that white balance removes
+    awb: float = 0.3                # share of the scene's colour cast that white balance removes
     wb_jitter: float = 0.03
     read_noise: float = 0.003       # linear signal std
     shot_noise: float = 0.012       # std = shot_noise * sqrt(signal)
@@ -62,7 +62,9 @@ def expose(rad: np.ndarray, depth: np.ndarray, lights: list[Light], pose: Pose, 
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
     r2 = ((xx - W / 2) ** 2 + (yy - H / 2) ** 2) / ((W / 2) ** 2 + (H / 2) ** 2)
     x *= (1 - cfg.vignetting * r2)[..., None]
-    means = x.reshape(-1, 3).mean(0) + 1e-6
+    # White balance on the scene, not the sky (which would tint everything else).
+    scene = depth > 0
+    means = (x[scene] if scene.mean() > 0.2 else x.reshape(-1, 3)).mean(0) + 1e-6
     wb = (means.mean() / means) ** cfg.awb * rng.uniform(1 - cfg.wb_jitter, 1 + cfg.wb_jitter, 3)
     x *= wb.astype(np.float32)
     sigma = np.sqrt(cfg.read_noise ** 2 + cfg.shot_noise ** 2 * np.clip(x, 0, None))

@@ -47,7 +47,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
          "Sunny campus front: roads, sidewalks and curbs, buildings with doors and windows, raised entrances "
          "with stairs and ramps, poles and signs, trees, lawns and flowerbeds, people, parked cars.",
          scene=SceneConfig(rates=Rates(truck=0.005, bus=0.005, rider=0.01, motorcycle=0.01)),
-         sensor=SensorConfig(awb=0.5)),
+         sensor=SensorConfig(awb=0.2)),
     Task("dim_underpass",
          "Night and underpasses: low exposure with strong noise and motion blur, sodium or cold-LED colour "
          "cast, lamp glare, glass facades mirroring the sky, wet mirror-like roads; bins, hydrants, CCTV "
