@@ -42,6 +42,7 @@ class Stack:
     def record_and_play(self, frames: int, rate: float, recorder_seconds: float) -> Proc:
         recorder = Proc("recorder", python_module("seg_edge_node.result_recorder", "--out", self.tmp / "rec",
                                                   "--duration", recorder_seconds), self.env, self.tmp)
+        wait_until(lambda: "recorder ready" in recorder.log(), 40, "the recorder")
         self.camera = Proc("camera", python_module("seg_edge_node.synthetic_camera", "--width", CAM_W,
                                                    "--height", CAM_H, "--rate", rate, "--count", frames,
                                                    "--distinct", 4), self.env, self.tmp)
@@ -99,6 +100,7 @@ def test_hard_frames_go_up_and_refined_masks_come_back(tmp_path, reference_check
                 assert sample.stamp_ns == stamp_of[uuid]
         diag = summary["diagnostics"]
         assert int(diag["uplink_acknowledged"]) == len(hard)
+        assert int(diag["uplink_bytes_published"]) > 5000 * len(hard)   # JPEG + PNGs of 240x320 frames
     finally:
         stack.stop()
 
@@ -172,6 +174,7 @@ def test_spooled_hard_frames_survive_a_node_restart(tmp_path, reference_checkpoi
         wait_serving(node)
         recorder = Proc("recorder", python_module("seg_edge_node.result_recorder", "--out", tmp_path / "rec",
                                                   "--duration", 30), env, tmp_path)
+        wait_until(lambda: "recorder ready" in recorder.log(), 40, "the recorder")
         camera = Proc("camera", python_module("seg_edge_node.synthetic_camera", "--width", CAM_W, "--height",
                                               CAM_H, "--rate", 4, "--count", 8, "--distinct", 4), env, tmp_path)
         assert camera.wait(60) == 0

@@ -17,7 +17,7 @@ from std_msgs.msg import Header
 from rfnet.engines import EngineConfig, ModelSpec, load_engine
 from rfnet.preprocessing import PreprocessConfig
 from ros_processes import (NODE_EXE, PARAMS_FILE, Proc, node_command, python_module, python_script, ros_env,
-                           wait_serving)
+                           wait_serving, wait_until)
 from seg_edge_node.image_conversion import (compressed_to_rgb, image_to_depth_m, image_to_rgb,
                                             rgb_to_image)
 from seg_edge_node.pipeline import SegmentationPipeline
@@ -62,6 +62,7 @@ def test_labels_match_offline_engine_and_keep_camera_stamps(rgbd_node, reference
     recorder = Proc("recorder", python_module("seg_edge_node.result_recorder", "--out", tmp / "rec",
                                               "--count", count, "--overlay-topic", "/seg_edge_node/overlay",
                                               "--duration", 60), env, tmp)
+    wait_until(lambda: "recorder ready" in recorder.log(), 40, "the recorder")
     camera = Proc("camera", python_module("seg_edge_node.synthetic_camera", "--width", CAM_W, "--height", CAM_H,
                                           "--rate", 5, "--count", count, "--distinct", 4,
                                           "--stamp-log", tmp / "stamps.txt"), env, tmp)
@@ -141,6 +142,7 @@ def test_compressed_rgb_only(tmp_path, reference_checkpoint):
         wait_serving(node)
         recorder = Proc("recorder", python_module("seg_edge_node.result_recorder", "--out", tmp_path / "rec",
                                                   "--count", 5, "--duration", 60), env, tmp_path)
+        wait_until(lambda: "recorder ready" in recorder.log(), 40, "the recorder")
         camera = Proc("camera", python_module("seg_edge_node.synthetic_camera", "--width", CAM_W, "--height",
                                               CAM_H, "--rate", 5, "--count", 5, "--no-depth", "--compressed",
                                               "png", "--rgb-topic", topic, "--stamp-log", tmp_path / "s.txt"),

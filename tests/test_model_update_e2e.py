@@ -57,6 +57,7 @@ def test_pushed_model_goes_live_without_a_gap(tmp_path, reference_checkpoint):
         assert publisher.wait_subscribed(30)
         recorder = Proc("recorder", python_module("seg_edge_node.result_recorder", "--out", tmp_path / "rec",
                                                   "--no-labels", "--duration", 60), env, tmp_path)
+        wait_until(lambda: "recorder ready" in recorder.log(), 40, "the recorder")
         camera = Proc("camera", python_module("seg_edge_node.synthetic_camera", "--width", 320, "--height", 240,
                                               "--rate", 5, "--count", 150, "--distinct", 4), env, tmp_path)
         time.sleep(8)

@@ -124,6 +124,8 @@ def parse_args(argv):
     p.add_argument("--linger", type=float, default=0.0,
                    help="after --count, keep listening this long (e.g. for one more diagnostics message)")
     p.add_argument("--no-labels", action="store_true", help="keep only stamps and latency")
+    p.add_argument("--wait-publishers", type=float, default=30.0,
+                   help="seconds to wait for the node's publishers before saying 'recorder ready'")
     return p.parse_args(argv)
 
 
@@ -135,6 +137,17 @@ def main(argv=None) -> int:
     node = ResultRecorder(args)
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    # Say when the node's publishers are matched, so a camera started after this line is
+    # not segmented before the recorder listens. Matching is seen here first; the grace
+    # period lets the publisher side finish discovery too.
+    ready_by = time.monotonic() + args.wait_publishers
+    while rclpy.ok() and time.monotonic() < ready_by and node.count_publishers(args.labels_topic) == 0:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    grace_end = time.monotonic() + 0.5
+    while rclpy.ok() and time.monotonic() < grace_end:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    print("recorder ready" if node.count_publishers(args.labels_topic) else
+          f"recorder: no publisher on {args.labels_topic} yet; recording anyway", flush=True)
     t_end = time.monotonic() + args.duration if args.duration else float("inf")
     try:
         while rclpy.ok() and not stop["now"] and time.monotonic() < t_end:

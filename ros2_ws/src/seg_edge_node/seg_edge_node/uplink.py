@@ -105,8 +105,8 @@ class MqttUplink:
         self._inflight: dict[int, tuple[str, float]] = {}   # mid -> (spool entry, publish time)
         self._lock = threading.Lock()                       # counters
         self.counters = dict(submitted=0, dropped_queue_full=0, encode_errors=0, spool_errors=0,
-                             published=0, acknowledged=0, republished=0, refined_received=0,
-                             refined_rejected=0, connects=0, disconnects=0)
+                             published=0, bytes_published=0, acknowledged=0, republished=0,
+                             refined_received=0, refined_rejected=0, connects=0, disconnects=0)
         self._client = self._make_client()
 
     # -- public API --------------------------------------------------------------------
@@ -275,7 +275,8 @@ class MqttUplink:
                 return  # not connected after all; paho keeps what it accepted
             self._inflight[info.mid] = (entry, now)
             self._count("published")
+            self._count("bytes_published", len(payload))
 
-    def _count(self, name: str) -> None:
+    def _count(self, name: str, n: int = 1) -> None:
         with self._lock:
-            self.counters[name] += 1
+            self.counters[name] += n
