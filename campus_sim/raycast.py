@@ -78,6 +78,9 @@ class Block:
         normals += [n for n, _ in self.cuts]
         self._normals = np.array(normals, np.float32)
         self._normals /= np.linalg.norm(self._normals, axis=1, keepdims=True)
+        # Python floats: NumPy 2 would promote float32 ray arrays to float64 against float64 scalars.
+        self._cf = tuple(float(v) for v in self.centre)
+        self._hf = tuple(float(v) for v in self.half)
         ex = abs(self._cs) * self._h[0] + abs(self._sn) * self._h[1]
         ey = abs(self._sn) * self._h[0] + abs(self._cs) * self._h[1]
         e = np.array([ex, ey, self._h[2]])
@@ -87,7 +90,7 @@ class Block:
         return self._bounds
 
     def _local(self, o, d):
-        lx, ly, lz = o[0] - self._c[0], o[1] - self._c[1], o[2] - self._c[2]
+        lx, ly, lz = o[0] - self._cf[0], o[1] - self._cf[1], o[2] - self._cf[2]
         if self.yaw == 0.0:
             return (lx, ly, lz), d
         c, s = self._cs, self._sn
@@ -103,8 +106,8 @@ class Block:
         tn = tf = face = None
         with _errstate():
             for a in range(3):
-                t1 = (-self._h[a] - lo[a]) * inv[a]
-                t2 = (self._h[a] - lo[a]) * inv[a]
+                t1 = (-self._hf[a] - lo[a]) * inv[a]
+                t2 = (self._hf[a] - lo[a]) * inv[a]
                 near, far = np.minimum(t1, t2), np.maximum(t1, t2)
                 if tn is None:
                     tn, tf = near, far
@@ -157,30 +160,32 @@ class Cylinder:
     cast_shadow: bool = True
 
     def __post_init__(self):
-        x, y = self.centre
-        r = self.radius
+        x, y = self._x, self._y = float(self.centre[0]), float(self.centre[1])
+        r = self._r = float(self.radius)
+        self._z = (float(self.z1), float(self.z0))
         self._bounds = (np.array([x - r, y - r, self.z0]), np.array([x + r, y + r, self.z1]))
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         return self._bounds
 
     def intersect(self, o, d, inv=None, with_face: bool = False):
-        lx, ly = o[0] - self.centre[0], o[1] - self.centre[1]
+        lx, ly = o[0] - self._x, o[1] - self._y
+        r2 = self._r * self._r
         with _errstate():
             a = d[0] * d[0] + d[1] * d[1]
             b = lx * d[0] + ly * d[1]
-            c = lx * lx + ly * ly - self.radius ** 2
+            c = lx * lx + ly * ly - r2
             disc = b * b - a * c
             ts = (-b - np.sqrt(np.maximum(disc, 0))) / a
             z = o[2] + ts * d[2]
-            side = (disc >= 0) & (ts > 1e-4) & (z >= self.z0) & (z <= self.z1)
+            side = (disc >= 0) & (ts > 1e-4) & (z >= self._z[1]) & (z <= self._z[0])
             t_side = np.where(side, ts, INF)
             t = t_side
             caps = []
-            for z in (self.z1, self.z0):
+            for z in self._z:
                 tc = (z - o[2]) / d[2]
                 x, y = lx + tc * d[0], ly + tc * d[1]
-                tc = np.where((tc > 1e-4) & (x * x + y * y <= self.radius ** 2), tc, INF)
+                tc = np.where((tc > 1e-4) & (x * x + y * y <= r2), tc, INF)
                 caps.append(tc)
                 t = np.minimum(t, tc)
             t = t.astype(np.float32, copy=False)
@@ -213,13 +218,14 @@ class Ellipsoid:
     def __post_init__(self):
         c, r = np.asarray(self.centre, np.float64), np.asarray(self.radii, np.float64)
         self._bounds = (c - r, c + r)
+        self._cf, self._rf = tuple(float(v) for v in c), tuple(float(v) for v in r)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         return self._bounds
 
     def intersect(self, o, d, inv=None, with_face: bool = False):
-        lo = [(o[a] - self.centre[a]) / self.radii[a] for a in range(3)]
-        ld = [d[a] / self.radii[a] for a in range(3)]
+        lo = [(o[a] - self._cf[a]) / self._rf[a] for a in range(3)]
+        ld = [d[a] / self._rf[a] for a in range(3)]
         with _errstate():
             a = ld[0] * ld[0] + ld[1] * ld[1] + ld[2] * ld[2]
             b = lo[0] * ld[0] + lo[1] * ld[1] + lo[2] * ld[2]
@@ -268,7 +274,7 @@ class Casting:
 def cast(primitives: list, rays: Rays, pose: Pose, intr: Intrinsics) -> Casting:
     """Nearest hit per pixel; primitives[0] must be the ground plane (it covers all
     downward rays, so it is cast over the whole image)."""
-    o = rays.origin
+    o = tuple(float(c) for c in rays.origin)
     t = primitives[GROUND].intersect(o, rays.d)
     prim = np.where(np.isfinite(t), GROUND, NO_HIT).astype(np.int32)
     rest = primitives[1:]

@@ -308,8 +308,15 @@ class Street:
                 if rng.random() < 0.7:
                     self._building(out, rng, None, x, x + width, s, setback + rng.uniform(12, 22))
             else:
+                near = self.w1 + 2
+                if rng.random() < 0.3:       # a sports ground: a running track ("runway") along the lawn
+                    o0 = self.w1 + rng.uniform(1.0, 3.0)
+                    near = o0 + rng.uniform(4, 9)
+                    track = Tex("asphalt", (165, 70, 55), offset=float(rng.uniform(0, 100)))
+                    regions.append(Region(Cls.RUNWAY, track, rect=self._rect(x, x + width, o0, near, s)))
+                    near += 1.5
                 for _ in range(rng.poisson(width / 6)):
-                    tx, toff = rng.uniform(x, x + width), rng.uniform(self.w1 + 2, setback + 8)
+                    tx, toff = rng.uniform(x, x + width), rng.uniform(near, max(near, setback) + 8)
                     out.static += obj.tree(tx, s * toff, self.ch, rng, self.foliage)
                 if rng.random() < 0.5:
                     self._building(out, rng, None, x, x + width, s, setback + rng.uniform(15, 28))
@@ -544,7 +551,7 @@ class Street:
             r = self.cfg.rates
             for _ in range(rng.poisson(r.cctv * 10 * (ub - ua) / 10)):
                 out.static += obj.cctv(rng.uniform(ua, ub), s * self.w1, rng.uniform(2.6, hu - 0.4), (0.0, float(-s)), rng)
-            for _ in range(rng.poisson(r.dustbin * 2 * (ub - ua) / 10)):
+            for _ in range(rng.poisson(r.dustbin * (ub - ua) / 10)):
                 out.static += obj.dustbin(rng.uniform(ua, ub), s * (self.w1 - 0.35), self.ch, rng)
             for _ in range(rng.poisson(r.hydrant * 2 * (ub - ua) / 10)):
                 out.static += obj.hydrant(rng.uniform(ua, ub), s * (self.w1 - 0.3), self.ch, rng)

@@ -45,7 +45,7 @@ class Frame:
 TASKS: dict[str, Task] = {t.name: t for t in [
     Task("daylight_campus",
          "Sunny campus front: roads, sidewalks and curbs, buildings with doors and windows, raised entrances "
-         "with stairs and ramps, poles and signs, trees, lawns and flowerbeds, people, parked cars.",
+         "with stairs and ramps, poles and signs, trees, lawns, flowerbeds and running tracks, people, parked cars.",
          scene=SceneConfig(rates=Rates(truck=0.005, bus=0.005, rider=0.01, motorcycle=0.01)),
          sensor=SensorConfig(awb=0.2)),
     Task("dim_underpass",
