@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from .lifelong_config import LifelongConfig
 from .mask_generators import MaskGeneratorConfig
 
 
@@ -60,6 +61,8 @@ class BridgeConfig:
     # with the matching model_type), weights-free region proposals otherwise.
     refinement: MaskGeneratorConfig = field(default_factory=MaskGeneratorConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    # Retraining from the stored samples (cloud_bridge.lifelong, cloud_bridge.replay_buffer).
+    lifelong: LifelongConfig = field(default_factory=LifelongConfig)
 
     def validate(self) -> None:
         if self.workers < 1:

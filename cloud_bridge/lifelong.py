@@ -1,0 +1,391 @@
+"""Lifelong retraining in the cloud: fine-tune the robots' RFNet on new hard frames
+from the replay buffer plus a rehearsal of earlier data, and publish the candidate only
+if a gate finds it better on the new task and not much worse on the old one.
+
+A run (LifelongTrainer.run):
+  1. keeps the buffer's cap, reads the frames not yet trained on (`new_since` the marker);
+  2. training data: the new frames of the training split + a seeded draw of earlier
+     data (the rehearsal index and buffer frames already trained on);
+  3. fine-tunes a copy of the current checkpoint with rfnet.training.Trainer;
+  4. scores current and candidate (mIoU) on held-out old-task data (an index) and
+     new-task data (an index, else the buffer's held-out split), and the Ianvs BWT/FWT;
+  5. publishes if new-task gain >= min_new_gain and old-task drop <= max_old_drop;
+  6. writes candidates/candidate-NNNNNN.pth (Ianvs format) and decisions/candidate-NNNNNN.json,
+     advances the trigger marker, and calls on_publish for a published candidate.
+
+  python -m cloud_bridge.lifelong --config cloud_bridge/bridge.yaml --current model.pth [--force]
+"""
+from __future__ import annotations
+
+import argparse
+import bisect
+import dataclasses
+import fcntl
+import json
+import logging
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from durable_files import makedirs_durable, write_atomic
+from rfnet.checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
+from rfnet.training import TrainConfig, Trainer, evaluate, open_labelled
+from seg_eval import bwt, fwt
+from segdata import DatasetError, SegmentationDataset, TorchSegmentationDataset
+
+from .config import ConfigError, load_bridge_config
+from .lifelong_config import FineTuneConfig, GateConfig, LifelongConfig
+from .replay_buffer import BufferEntry, ReplayBuffer, TrainMarker
+from .sample_store import SampleStore, SampleStoreError, SqliteSampleStore
+
+__all__ = ["LifelongConfig", "LifelongError", "LifelongTrainer", "GateDecision", "TaskScores", "gate_reasons",
+           "transfer_metrics"]
+
+log = logging.getLogger(__name__)
+
+MARKER_FILE = "marker.json"
+_CANDIDATE_RE = re.compile(r"^candidate-(\d{6,})\.(pth|json)$")
+
+
+class LifelongError(RuntimeError):
+    """A run cannot start (missing held-out data, nothing new to train on, ...)."""
+
+
+@dataclass(frozen=True)
+class TaskScores:
+    current: float      # mIoU of the current model
+    candidate: float    # mIoU of the fine-tuned candidate
+
+    @property
+    def delta(self) -> float:
+        return self.candidate - self.current
+
+    def to_json(self) -> dict:
+        return {"current": self.current, "candidate": self.candidate, "delta": self.delta}
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    candidate_id: int
+    published: bool
+    reasons: tuple[str, ...]   # why it was blocked; empty when published
+    old_task: TaskScores
+    new_task: TaskScores
+    bwt: float
+    fwt: float
+    candidate_path: Path
+    record_path: Path
+    record: dict               # the decision record as written to record_path
+
+
+def gate_reasons(old: TaskScores, new: TaskScores, gate: GateConfig) -> tuple[str, ...]:
+    """The thresholds the candidate misses (none: publish)."""
+    reasons = []
+    if new.delta < gate.min_new_gain:
+        reasons.append(f"new-task mIoU gain {new.delta:+.4f} < min_new_gain {gate.min_new_gain:.4f}")
+    if -old.delta > gate.max_old_drop:
+        reasons.append(f"old-task mIoU drop {-old.delta:+.4f} > max_old_drop {gate.max_old_drop:.4f}")
+    return tuple(reasons)
+
+
+def transfer_metrics(old: TaskScores, new: TaskScores) -> dict:
+    """Ianvs BWT/FWT of the two-task sequence (old, new). Row 0 of the task matrix is
+    the current model (it learned the old task), row 1 the candidate (learned the new);
+    the initial scores are the current model's, as the gate compares against it. So
+    BWT = (old delta + new delta) / 4, and FWT is 0 by construction: it is reported
+    for comparison with Ianvs benchmark results, not used by the gate."""
+    matrix = [[old.current, new.current], [old.candidate, new.candidate]]
+    initial = [old.current, new.current]
+    return {"task_matrix": matrix, "initial_scores": initial, "bwt": bwt(matrix, initial), "fwt": fwt(matrix, initial)}
+
+
+def train_config(ft: FineTuneConfig) -> TrainConfig:
+    return TrainConfig(epochs=ft.epochs, batch_size=ft.batch_size, lr=ft.lr, input_height=ft.input_height,
+                       input_width=ft.input_width, augment=ft.augment, freeze_bn=ft.freeze_bn, seed=ft.seed,
+                       device=ft.device)
+
+
+class _Concat:
+    """segdata datasets one after the other (a SegmentationDataset)."""
+
+    def __init__(self, parts: Sequence[SegmentationDataset], name: str):
+        self.parts, self.name = [p for p in parts if len(p)], name
+        self._ends = list(np.cumsum([len(p) for p in self.parts]))
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if self._ends else 0
+
+    def __getitem__(self, i: int):
+        part = bisect.bisect_right(self._ends, i)
+        return self.parts[part][i - (self._ends[part - 1] if part else 0)]
+
+
+class _Picked:
+    """The frames `indices` of a dataset (a SegmentationDataset)."""
+
+    def __init__(self, dataset: SegmentationDataset, indices: Sequence[int], name: str):
+        self.dataset, self.indices, self.name = dataset, list(indices), name
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset[self.indices[i]]
+
+
+@dataclass
+class _RunData:
+    labelled: list[BufferEntry]     # every labelled buffer frame when the run started
+    new: list[BufferEntry]          # not yet trained on, both splits
+    new_train: list[BufferEntry]
+    train: TorchSegmentationDataset
+    rehearsal: dict                 # how many frames were drawn from which pool
+    old_eval: TorchSegmentationDataset
+    new_eval: TorchSegmentationDataset
+    new_eval_source: str
+
+    def counts(self) -> dict:
+        return {"new": len(self.new), "new_training": len(self.new_train),
+                "new_held_out": len(self.new) - len(self.new_train),
+                "new_by_source": dict(Counter(e.label_source for e in self.new)),
+                "new_by_task": dict(Counter(e.task for e in self.new)),
+                "rehearsal": self.rehearsal, "training": len(self.train),
+                "old_task_eval": len(self.old_eval), "new_task_eval": len(self.new_eval),
+                "new_task_eval_source": self.new_eval_source}
+
+
+class LifelongTrainer:
+    """Retrains from the replay buffer; one run at a time per output directory.
+
+    on_publish(candidate_checkpoint_path, decision) is called for a published candidate
+    after its record and the marker are written; an exception from it reaches run()'s
+    caller. After a publish, later runs of this trainer fine-tune the published candidate.
+    """
+
+    def __init__(self, config: LifelongConfig, store: SampleStore, current_checkpoint: str | Path,
+                 on_publish: Callable[[Path, GateDecision], None] | None = None, progress: bool = False):
+        if not config.output_dir:
+            raise LifelongError("lifelong.output_dir is empty: set where candidates and decisions go")
+        self.config, self.store = config, store
+        self.current_checkpoint = Path(current_checkpoint)
+        self.on_publish, self.progress = on_publish, progress
+        self.output_dir = Path(config.output_dir).expanduser()
+        self.buffer = ReplayBuffer(store, config.buffer)
+
+    # -- trigger ------------------------------------------------------------------------
+    def load_marker(self) -> TrainMarker | None:
+        path = self.output_dir / MARKER_FILE
+        try:
+            return TrainMarker.from_json(json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise LifelongError(f"trigger marker {path} is unreadable ({e}); delete it to count every "
+                                "labelled frame as new") from e
+
+    def pending(self) -> list[BufferEntry]:
+        """Labelled buffer frames (both splits) not yet trained on."""
+        return self.buffer.new_since(self.load_marker())
+
+    def should_train(self) -> bool:
+        return len(self.pending()) >= self.config.min_new_samples
+
+    # -- run ----------------------------------------------------------------------------
+    def run(self, reason: str) -> GateDecision:
+        makedirs_durable(self.output_dir)
+        with open(self.output_dir / "lifelong.lock", "a+b") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LifelongError(f"another lifelong run is using {self.output_dir}") from None
+            decision = self._run_locked(reason)
+        if decision.published and self.on_publish is not None:
+            self.on_publish(decision.candidate_path, decision)
+        return decision
+
+    def _run_locked(self, reason: str) -> GateDecision:
+        tc = train_config(self.config.train)
+        started, t0 = time.time(), time.monotonic()
+        if not self.config.old_task_index:
+            raise LifelongError("lifelong.old_task_index is empty: the gate needs held-out old-task data "
+                                "to tell whether the candidate forgets")
+        evicted = self.buffer.enforce_cap()
+        current = load_checkpoint(self.current_checkpoint)
+        data = self._prepare(current.num_classes, tc)
+        t_data = time.monotonic()
+
+        candidate_id = self._next_candidate_id()
+        candidate_path = self.output_dir / "candidates" / f"candidate-{candidate_id:06d}.pth"
+        model = load_checkpoint(self.current_checkpoint).model  # a fresh copy to fine-tune
+        history = Trainer(model, tc).fit(data.train, progress=self.progress).history
+        t_train = time.monotonic()
+
+        current.model.to(tc.device)
+        old, new = (TaskScores(self._miou(current.model, ds, tc), self._miou(model, ds, tc))
+                    for ds in (data.old_eval, data.new_eval))
+        t_eval = time.monotonic()
+
+        makedirs_durable(candidate_path.parent)
+        save_checkpoint(model.cpu(), candidate_path, epoch=tc.epochs, best_pred=new.candidate)
+        reasons = gate_reasons(old, new, self.config.gate)
+        transfer = transfer_metrics(old, new)
+        record = {
+            "candidate_id": candidate_id,
+            "published": not reasons,
+            "decision": "block" if reasons else "publish",
+            "blocked_because": list(reasons),
+            "reason": reason,
+            "started_at": started,
+            "finished_at": time.time(),
+            "current": {"path": str(self.current_checkpoint), "version": current.version},
+            "candidate": {"path": str(candidate_path), "version": file_sha256(candidate_path)[:12]},
+            "figures": {"old_task": old.to_json(), "new_task": new.to_json(), **transfer},
+            "thresholds": dataclasses.asdict(self.config.gate),
+            "label_sources": list(self.buffer.training_sources),
+            "samples": {**data.counts(), "evicted": len(evicted)},
+            "train": {**dataclasses.asdict(self.config.train),
+                      "history": [{"epoch": h.epoch, "loss": h.loss, "seconds": h.seconds} for h in history]},
+            "timings_s": {"data": t_data - t0, "train": t_train - t_data, "eval": t_eval - t_train,
+                          "total": time.monotonic() - t0},
+        }
+        record_path = self.output_dir / "decisions" / f"candidate-{candidate_id:06d}.json"
+        makedirs_durable(record_path.parent)
+        write_atomic(record_path, (json.dumps(record, indent=2) + "\n").encode())
+        # Everything labelled when the run started: frames arriving during training stay new.
+        self._save_marker(self.buffer.marker(data.labelled), candidate_id)
+
+        decision = GateDecision(candidate_id, not reasons, reasons, old, new, transfer["bwt"], transfer["fwt"],
+                                candidate_path, record_path, record)
+        log.info("lifelong: candidate %d %s (%s): old-task mIoU %.4f -> %.4f, new-task mIoU %.4f -> %.4f, "
+                 "BWT %+.4f; %d new + %d rehearsal frames; %s", candidate_id,
+                 "PUBLISHED" if decision.published else "BLOCKED", reason, old.current, old.candidate,
+                 new.current, new.candidate, decision.bwt, len(data.new_train), data.rehearsal["drawn"],
+                 "; ".join(reasons) or "gate passed")
+        if decision.published:
+            self.current_checkpoint = candidate_path
+        return decision
+
+    def _prepare(self, num_classes: int, tc: TrainConfig) -> _RunData:
+        """The run's data, every file checked before any training time is spent."""
+        labelled = self.buffer.entries(trainable=True)
+        new = self.buffer.new_since(self.load_marker())
+        new_train = [e for e in new if not e.held_out]
+        if not new_train:
+            raise LifelongError(f"no new labelled training frames in the buffer ({len(new)} new, all held out)")
+        old_eval = TorchSegmentationDataset(open_labelled(self.config.old_task_index, num_classes), tc.preprocess)
+        new_eval, new_eval_source = self._new_task_data(labelled, num_classes, tc)
+        new_uuids = {e.uuid for e in new}
+        earlier = [e for e in labelled if not e.held_out and e.uuid not in new_uuids]
+        train, rehearsal = self._training_data(new_train, earlier, num_classes, tc)
+        if len(train) < tc.batch_size:  # the trainer drops incomplete batches: it would learn nothing
+            raise LifelongError(f"{len(train)} training frames ({len(new_train)} new + {rehearsal['drawn']} "
+                                f"rehearsal) make no full batch of train.batch_size {tc.batch_size}")
+        return _RunData(labelled, new, new_train, train, rehearsal, old_eval, new_eval, new_eval_source)
+
+    # -- helpers ------------------------------------------------------------------------
+    def _training_data(self, new_train: list[BufferEntry], earlier: list[BufferEntry], num_classes: int,
+                       tc: TrainConfig) -> tuple[TorchSegmentationDataset, dict]:
+        """New frames + a seeded draw from the rehearsal pool (index + earlier buffer frames)."""
+        rc = self.config.rehearsal
+        index = open_labelled(rc.index, num_classes) if rc.index else _Concat([], "no rehearsal index")
+        pool = _Concat([index, self.buffer.dataset(earlier, num_classes, "earlier buffer frames")], "rehearsal pool")
+        wanted = round(rc.ratio * len(new_train))
+        if rc.max_samples:
+            wanted = min(wanted, rc.max_samples)
+        count = min(wanted, len(pool))
+        # Seeded by the training seed alone: the same inputs give the same candidate.
+        picks = sorted(np.random.default_rng(tc.seed).choice(len(pool), count, replace=False).tolist())
+        data = _Concat([self.buffer.dataset(new_train, num_classes, "new buffer frames"),
+                        _Picked(pool, picks, "rehearsal")], "lifelong training data")
+        # Hard frames may come without depth (optional in segwire): the robot then ran the
+        # model on a no-return depth image, which is what require_depth=False feeds.
+        torch_data = TorchSegmentationDataset(data, tc.preprocess, augment=tc.augment, seed=tc.seed,
+                                              require_depth=False)
+        return torch_data, {"drawn": count, "pool": len(pool), "pool_index": len(index),
+                            "pool_buffer": len(earlier), "index": rc.index}
+
+    def _new_task_data(self, entries: list[BufferEntry], num_classes: int,
+                       tc: TrainConfig) -> tuple[TorchSegmentationDataset, str]:
+        if self.config.new_task_index:
+            return (TorchSegmentationDataset(open_labelled(self.config.new_task_index, num_classes), tc.preprocess),
+                    self.config.new_task_index)
+        held_out = [e for e in entries if e.held_out]
+        if not held_out:
+            raise LifelongError("no new-task held-out data: the buffer holds no labelled held-out frames yet "
+                                f"(1 in {self.config.buffer.holdout_every}); set lifelong.new_task_index or wait "
+                                "for more frames")
+        data = self.buffer.dataset(held_out, num_classes, "buffer held-out frames")
+        return (TorchSegmentationDataset(data, tc.preprocess, require_depth=False),
+                f"buffer held-out split ({len(held_out)} frames)")
+
+    def _miou(self, model, data, tc: TrainConfig) -> float:
+        return evaluate(model, data, tc, model.num_classes, progress=self.progress).miou()
+
+    def _next_candidate_id(self) -> int:
+        """One above every id used so far, by a checkpoint or a record: ids never repeat,
+        even after a run that died between writing the two."""
+        used = [int(m.group(1)) for d in ("candidates", "decisions") if (self.output_dir / d).is_dir()
+                for p in (self.output_dir / d).iterdir() if (m := _CANDIDATE_RE.match(p.name))]
+        return max(used, default=0) + 1
+
+    def _save_marker(self, marker: TrainMarker, candidate_id: int) -> None:
+        data = {**marker.to_json(), "candidate_id": candidate_id}
+        write_atomic(self.output_dir / MARKER_FILE, (json.dumps(data) + "\n").encode())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Retrain RFNet on the replay buffer when enough new frames arrived; "
+                                             "publish the candidate only if the gate passes.")
+    ap.add_argument("--config", type=Path, help="bridge YAML (its lifelong section and storage_dir)")
+    ap.add_argument("--current", required=True, type=Path, help="the robots' current RFNet checkpoint (.pth)")
+    ap.add_argument("--store", type=Path, help="sample store directory (default <storage_dir>/samples)")
+    ap.add_argument("--force", action="store_true", help="run even if too few new frames arrived")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        bridge = load_bridge_config(args.config)
+    except ConfigError as e:
+        print(f"lifelong: {e}", file=sys.stderr)
+        return 2
+    storage = Path(bridge.storage_dir).expanduser()
+    config = bridge.lifelong
+    if not config.output_dir:
+        config = dataclasses.replace(config, output_dir=str(storage / "lifelong"))
+    store_dir = args.store or storage / "samples"
+    if not store_dir.is_dir():
+        print(f"lifelong: no sample store at {store_dir}", file=sys.stderr)
+        return 2
+    with SqliteSampleStore(store_dir) as store:
+        trainer = LifelongTrainer(config, store, args.current, progress=sys.stderr.isatty())
+        try:
+            pending = len(trainer.pending())
+            if pending < config.min_new_samples and not args.force:
+                print(f"not triggered: {pending} new labelled frames < min_new_samples {config.min_new_samples}")
+                return 0
+            reason = (f"forced ({pending} new labelled frames)" if pending < config.min_new_samples
+                      else f"triggered: {pending} new labelled frames >= {config.min_new_samples}")
+            d = trainer.run(reason)
+        except (LifelongError, CheckpointError, DatasetError, SampleStoreError) as e:
+            print(f"lifelong: {e}", file=sys.stderr)
+            return 2
+        print(f"candidate {d.candidate_id}: {'PUBLISH' if d.published else 'BLOCK'}"
+              + ("" if d.published else f" ({'; '.join(d.reasons)})"))
+        print(f"  old-task mIoU {d.old_task.current:.4f} -> {d.old_task.candidate:.4f} ({d.old_task.delta:+.4f})")
+        print(f"  new-task mIoU {d.new_task.current:.4f} -> {d.new_task.candidate:.4f} ({d.new_task.delta:+.4f})")
+        print(f"  BWT {d.bwt:+.4f}  FWT {d.fwt:+.4f}")
+        print(f"  checkpoint {d.candidate_path}\n  record {d.record_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
