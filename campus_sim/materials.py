@@ -170,6 +170,11 @@ class Region:
     disc: tuple[float, float, float] | None = None
     wet: float = 0.0
 
+    def x_span(self) -> tuple[float, float]:
+        if self.rect is not None:
+            return self.rect[0], self.rect[2]
+        return self.disc[0] - self.disc[2], self.disc[0] + self.disc[2]
+
     def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         if self.rect is not None:
             x0, y0, x1, y1 = self.rect
@@ -191,15 +196,23 @@ class Layout:
         n = len(hit.face)
         x, y = hit.p[:, 0], hit.p[:, 1]
         top = hit.normal[:, 2] > UP
+        # Pixels sorted by x: each region (most are short: road markings, manholes)
+        # tests only the pixels within its x span.
+        tops = np.nonzero(top)[0]
+        order = np.argsort(x[tops], kind="stable")
+        xs, by_x = x[tops][order], tops[order]
         which = np.zeros(n, np.int64)
         for k, r in enumerate(self.regions, start=1):
-            which[top & r.contains(x, y)] = k
+            x0, x1 = r.x_span()
+            cand = by_x[np.searchsorted(xs, x0, "left"):np.searchsorted(xs, x1, "right")]
+            which[cand[r.contains(x[cand], y[cand])]] = k
         label = np.empty(n, np.uint8)
         albedo = np.empty((n, 3), np.float32)
         reflect = np.zeros(n, np.float32)
         every = (self.default,) + self.regions
-        for k in np.unique(which[top]):
-            m = top & (which == k)
+        group = np.argsort(which[tops], kind="stable")
+        ks, starts = np.unique(which[tops][group], return_index=True)
+        for k, m in zip(ks, np.split(tops[group], starts[1:])):
             r = every[k]
             label[m] = r.label
             albedo[m] = r.tex(hit.uv[m], hit.fp[m])

@@ -11,6 +11,7 @@ invalid beyond the range limits, in random dropout blobs and at some depth edges
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -59,9 +60,7 @@ def expose(rad: np.ndarray, depth: np.ndarray, lights: list[Light], pose: Pose, 
     length = rng.uniform(0, cfg.motion_blur) * scale
     if length >= 1.5:
         x = cv2.filter2D(x, -1, _line_kernel(length, rng.uniform(0, np.pi)))
-    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
-    r2 = ((xx - W / 2) ** 2 + (yy - H / 2) ** 2) / ((W / 2) ** 2 + (H / 2) ** 2)
-    x *= (1 - cfg.vignetting * r2)[..., None]
+    x *= (1 - cfg.vignetting * _radius2(H, W))[..., None]
     # White balance on the scene, not the sky (which would tint everything else).
     scene = depth > 0
     means = (x[scene] if scene.mean() > 0.2 else x.reshape(-1, 3)).mean(0) + 1e-6
@@ -71,6 +70,13 @@ def expose(rad: np.ndarray, depth: np.ndarray, lights: list[Light], pose: Pose, 
     x += sigma * rng.standard_normal(x.shape, np.float32)
     out = np.clip(x, 0, 1) ** np.float32(1 / 2.2)
     return (out * 255 + 0.5).astype(np.uint8)
+
+
+@lru_cache(maxsize=4)
+def _radius2(H: int, W: int) -> np.ndarray:
+    """Squared distance from the image centre, 1 at the corners."""
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    return ((xx - W / 2) ** 2 + (yy - H / 2) ** 2) / ((W / 2) ** 2 + (H / 2) ** 2)
 
 
 def _soft(img: np.ndarray, sigma: float) -> np.ndarray:
