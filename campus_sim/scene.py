@@ -506,7 +506,6 @@ class Street:
     def _traffic(self, out: Chunk, rng, x0, x1, s):
         """Parked and moving vehicles, riders on the road on side s (traffic keeps right)."""
         r, night = self.cfg.rates, self.cfg.night
-        L = x1 - x0
         if self.parking:
             x = x0 + rng.uniform(0, 4)
             while x < x1 - 5:
@@ -515,26 +514,36 @@ class Street:
                     continue
                 pick = rng.random()
                 if pick < r.parked_car * 0.55:
-                    out.static += obj.car(x + 2.4, s * (self.rh - 1.1), 0.0, rng.choice([0.0, np.pi]) + rng.normal(0, 0.02), rng, night)
+                    out.static += obj.car(x + 2.4, s * (self.rh - 1.1), 0.0, rng.choice([0.0, np.pi]) + rng.normal(0, 0.02), rng)
                 elif pick < r.parked_car * 0.55 + r.motorcycle * 5:
                     out.static += obj.motorcycle(x + 1.0, s * (self.rh - 0.8), 0.0, 0.0, rng)
                 x += rng.uniform(5.0, 7.0)
         lane = (self.rh - 2.2) / 2 if self.parking else self.rh / 2
         direction = -s                                     # right-hand traffic along +x on side y < 0
         heading = 0.0 if direction > 0 else np.pi
-        for kind, rate, speed in (("car", r.moving_car, 8.0), ("truck", r.truck, 6.0), ("bus", r.bus, 6.0), ("rider", r.rider, 4.0)):
-            for _ in range(rng.poisson(rate * L / 10)):
-                x = rng.uniform(x0, x1)
-                if kind == "car":
-                    parts = obj.car(x, s * lane, 0.0, heading, rng, night)
-                elif kind == "truck":
-                    parts = obj.truck(x, s * lane, 0.0, heading, rng)
-                elif kind == "bus":
-                    parts = obj.bus(x, s * lane, 0.0, heading, rng)
-                else:
-                    y = s * (self.rh - (2.6 if self.parking else 0.7))
-                    parts = obj.bicycle(x, y, 0.0, heading, rng) + obj.person(x - 0.1, y, 0.78, rng, Cls.RIDER, seated=True)
-                out.movers.append(Mover(tuple(parts), x, direction * speed * rng.uniform(0.7, 1.2), x0, x1))
+        # One speed per lane and gaps between vehicles: the queue wraps around the chunk
+        # without anyone driving through anyone.
+        speed = direction * rng.uniform(4.0, 9.0)
+        kinds = ("car", "truck", "bus", "rider")
+        rates = np.array([r.moving_car, r.truck, r.bus, r.rider])
+        length = {"car": 5.0, "truck": 13.0, "bus": 12.5, "rider": 2.2}      # room each takes, either heading
+        x = x0 + rng.uniform(0, 5)
+        while rates.sum() > 0:
+            x += rng.exponential(10 / rates.sum())
+            kind = kinds[rng.choice(4, p=rates / rates.sum())]
+            if x + length[kind] > x1 - 1:
+                break
+            xc, y = x + length[kind] / 2, s * lane
+            if kind == "car":
+                parts = obj.car(xc, y, 0.0, heading, rng, night)
+            elif kind == "truck":
+                parts = obj.truck(xc, y, 0.0, heading, rng)
+            elif kind == "bus":
+                parts = obj.bus(xc, y, 0.0, heading, rng)
+            else:
+                parts = obj.bicycle(xc, y, 0.0, heading, rng) + obj.person(xc - 0.1, y, 0.78, rng, Cls.RIDER, seated=True)
+            out.movers.append(Mover(tuple(parts), xc, speed, x0, x1))
+            x += length[kind] + 1.5
 
     def _underpass(self, out: Chunk, rng, ua, ub):
         """A bridge over the street: deck (building), side walls (wall), ceiling lamps, cameras."""

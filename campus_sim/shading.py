@@ -179,7 +179,8 @@ def _shadows(cast: Casting, pose: Pose, intr: Intrinsics, light: Lighting, point
             continue
         sub = shadow[win]
         sub[todo] = occluded(caster, pts[win][todo] + 0.02 * nrm[win][todo], s)
-    return cv2.resize(shadow.astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
+    soft = cv2.GaussianBlur(shadow.astype(np.float32), (0, 0), 0.8)      # a penumbra, and no stair steps
+    return cv2.resize(soft, (W, H), interpolation=cv2.INTER_LINEAR)
 
 
 def _add_lamp(irr, li: Light, pts, nrm, pose: Pose, intr: Intrinsics) -> None:
