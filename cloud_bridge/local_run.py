@@ -34,6 +34,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+STARTED: list = []   # brokers and bridges of this interpreter, in start order
+
+
+def stop_started_since(index: int) -> None:
+    """Stop the brokers and bridges started after STARTED[index] (test teardown)."""
+    for item in reversed(STARTED[index:]):
+        item.stop()
+    del STARTED[index:]
+
+
 class LocalBroker:
     def __init__(self, directory: Path, port: int | None = None, extra_config: str = ""):
         self.directory = Path(directory)
@@ -58,6 +68,7 @@ class LocalBroker:
     def start(self, timeout: float = 10.0) -> "LocalBroker":
         self.process = subprocess.Popen([mosquitto_binary(), "-c", str(self.config_path)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        STARTED.append(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -117,6 +128,7 @@ class BridgeRunner:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "cloud_bridge.service", "--config", str(self.config_path)],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        STARTED.append(self)
         return self
 
     def alive(self) -> bool:

@@ -52,6 +52,19 @@ def write_ianvs_checkpoint(path: Path, state_dict: dict) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def no_processes_left_behind():
+    """A failing test must not leave a node, bridge or broker running: it could share a DDS
+    domain with a later test and answer for it. Processes of wider-scoped fixtures, started
+    before this test, are left to their fixtures."""
+    from cloud_bridge import local_run
+    from seg_edge_node import processes
+    marks = len(processes.STARTED), len(local_run.STARTED)
+    yield
+    processes.stop_started_since(marks[0])
+    local_run.stop_started_since(marks[1])
+
+
 @pytest.fixture(scope="session")
 def reference_checkpoint(tmp_path_factory) -> Path:
     return write_ianvs_checkpoint(tmp_path_factory.mktemp("ckpt") / "pretrain_model.pth",

@@ -28,6 +28,7 @@ class Stack:
 
     def __init__(self, tmp, checkpoint, **node_params):
         self.tmp = tmp
+        self.bridge = self.node = None
         self.env = ros_env(tmp)
         self.broker = LocalBroker(tmp / "broker").start()
         self.storage = tmp / "store"

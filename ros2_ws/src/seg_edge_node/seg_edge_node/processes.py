@@ -43,6 +43,17 @@ def python_module(module: str, *args) -> list[str]:
     return [sys.executable, "-m", module, *(str(a) for a in args)]
 
 
+STARTED: list["Proc"] = []   # every Proc of this interpreter, in start order
+
+
+def stop_started_since(index: int) -> None:
+    """Stop the processes started after STARTED[index] that still run (test teardown)."""
+    for proc in reversed(STARTED[index:]):
+        if proc.alive():
+            proc.stop()
+    del STARTED[index:]
+
+
 class Proc:
     """A child process with its output in `<log_dir>/<name>.log`."""
 
@@ -52,6 +63,7 @@ class Proc:
         self._log = open(self.log_path, "w")
         self.popen = subprocess.Popen([str(c) for c in cmd], env=env, stdout=self._log,
                                       stderr=subprocess.STDOUT, start_new_session=True)
+        STARTED.append(self)
 
     def log(self) -> str:
         if not self._log.closed:
