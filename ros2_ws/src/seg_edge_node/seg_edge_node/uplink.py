@@ -2,11 +2,15 @@
 
 Nothing here runs on the camera loop: `submit()` only enqueues. One sender
 thread encodes each frame (segwire), writes it to the spool, and publishes
-spooled frames with QoS 1 while connected; a frame leaves the spool only when
-the broker acknowledged it (PUBACK). The spool survives broker outages and node
-restarts, and drops the oldest frames (counted) when full. The session is
-persistent (clean_start=False, a session expiry), so refined results the cloud
-sends while the robot is offline are delivered when it reconnects.
+spooled frames with QoS 1 while connected. A frame leaves the spool only when
+the bridge's refined result for it comes back, which the bridge sends after
+storing the frame: the broker's PUBACK is not enough, because a broker may
+acknowledge a frame and then drop it (mosquitto does, for a shared subscription
+whose members are all offline). A frame not confirmed in `confirm_timeout_s` is
+sent again; the bridge stores each frame uuid once. The spool survives broker
+outages and node restarts, and drops the oldest frames (counted) when full. The
+session is persistent (clean_start=False, a session expiry), so refined results
+the cloud sends while the robot is offline are delivered when it reconnects.
 
 paho's callbacks run on its network thread and only enqueue or set flags.
 """
@@ -54,7 +58,8 @@ class UplinkConfig:
     # carry sensor noise the model never sees, and noise does not compress.
     depth_unit_mm: int = 0
     max_inflight: int = 4
-    ack_timeout_s: float = 60.0    # republish an unacknowledged frame after this long connected
+    ack_timeout_s: float = 60.0    # republish a frame the broker has not acknowledged after this long
+    confirm_timeout_s: float = 120.0  # republish a frame the bridge has not answered after this long
 
     @property
     def enabled(self) -> bool:
@@ -99,13 +104,15 @@ class MqttUplink:
                                int(config.spool_max_mb * 1024 * 1024))
         self._frames: queue.Queue[HardFrame] = queue.Queue(maxsize=64)
         self._acks: queue.Queue[int] = queue.Queue()
+        self._confirmations: queue.Queue[str] = queue.Queue()   # frame uuids the bridge answered
         self._wake = threading.Event()
         self._connected = threading.Event()
         self._running = False
         self._inflight: dict[int, tuple[str, float]] = {}   # mid -> (spool entry, publish time)
+        self._unconfirmed: dict[str, float] = {}            # spool entry -> when the broker acked it
         self._lock = threading.Lock()                       # counters
         self.counters = dict(submitted=0, dropped_queue_full=0, encode_errors=0, spool_errors=0,
-                             published=0, bytes_published=0, acknowledged=0, republished=0,
+                             published=0, bytes_published=0, acknowledged=0, confirmed=0, republished=0,
                              refined_received=0, refined_rejected=0, connects=0, disconnects=0)
         self._client = self._make_client()
 
@@ -140,6 +147,7 @@ class MqttUplink:
         out.update({f"spool_{k}": v for k, v in self.spool.stats().items()})
         out["connected"] = int(self.connected)
         out["inflight"] = len(self._inflight)
+        out["awaiting_bridge"] = len(self._unconfirmed)
         return out
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -207,6 +215,8 @@ class MqttUplink:
             log.warning("dropped a malformed refined result on %s: %s", message.topic, e)
             return
         self._count("refined_received")
+        self._confirmations.put(result.frame_uuid)
+        self._wake.set()
         try:
             self._on_refined(result)
         except Exception:  # the node's problem, but the network thread must survive it
@@ -219,6 +229,7 @@ class MqttUplink:
             self._wake.clear()
             self._spool_new_frames()
             self._handle_acks()
+            self._handle_confirmations()
             if self.connected:
                 self._publish_spooled()
 
@@ -250,8 +261,20 @@ class MqttUplink:
                 return
             entry = self._inflight.pop(mid, None)
             if entry is not None:
-                self.spool.remove(entry[0])
+                self._unconfirmed[entry[0]] = time.monotonic()
                 self._count("acknowledged")
+
+    def _handle_confirmations(self) -> None:
+        while True:
+            try:
+                frame_uuid = self._confirmations.get_nowait()
+            except queue.Empty:
+                return
+            # Spool entry ids end with the frame uuid they were stored under.
+            for entry in [e for e in self.spool if e.endswith(frame_uuid)]:
+                self._unconfirmed.pop(entry, None)
+                if self.spool.remove(entry):
+                    self._count("confirmed")
 
     def _publish_spooled(self) -> None:
         cfg = self.config
@@ -260,7 +283,11 @@ class MqttUplink:
             if now - sent_at > cfg.ack_timeout_s:  # lost somewhere: send again (the bridge dedups)
                 del self._inflight[mid]
                 self._count("republished")
-        busy = {entry for entry, _ in self._inflight.values()}
+        for entry, acked_at in list(self._unconfirmed.items()):
+            if now - acked_at > cfg.confirm_timeout_s:   # no answer from the bridge: send again
+                del self._unconfirmed[entry]
+                self._count("republished")
+        busy = {entry for entry, _ in self._inflight.values()} | set(self._unconfirmed)
         for entry in self.spool.oldest(cfg.max_inflight + len(busy)):
             if len(self._inflight) >= cfg.max_inflight:
                 return
