@@ -136,7 +136,8 @@ def test_downgrades_are_refused_and_rollback_is_explicit(setup):
     assert manager.rollback()
     settle(manager)
     assert manager.serving.number == 0 and manager.status.state == "serving"
-    assert not manager.rollback() or settle(manager) is None
+    assert not manager.rollback()   # no earlier model is kept any more
+    assert "no earlier model" in manager.status.last_error
 
 
 def test_old_versions_are_pruned_but_the_serving_and_previous_stay(setup):

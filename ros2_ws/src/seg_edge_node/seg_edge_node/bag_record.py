@@ -27,6 +27,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.signals import SignalHandlerOptions
 
 from .bag_io import STORAGES, BagError, BagWriter, message_class, normalize_type, open_writer
+from .processes import split_ros_args
 
 IMAGE = "sensor_msgs/msg/Image"
 BUILTIN_TYPES = {
@@ -116,8 +117,8 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    ros_args = argv[argv.index("--ros-args"):] if "--ros-args" in argv else []
-    args = parse_args(argv[: len(argv) - len(ros_args)])
+    own, ros_args = split_ros_args(argv)
+    args = parse_args(own)
     # Our own handlers, installed before the bag exists: a signal only sets a flag, and
     # the loop below ends and closes the bag.
     stop = []

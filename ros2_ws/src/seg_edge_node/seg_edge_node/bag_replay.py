@@ -32,6 +32,7 @@ from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 
 from .bag_io import BagError, bag_topics, from_cdr, message_class, open_reader
+from .processes import split_ros_args
 
 CAMERA_IMAGE_TYPES = {"sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"}
 # How long one publish may wait for acknowledgements (--rate 0, and at the end) before
@@ -229,8 +230,8 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    ros_args = argv[argv.index("--ros-args"):] if "--ros-args" in argv else []
-    args = parse_args(argv[: len(argv) - len(ros_args)])
+    own, ros_args = split_ros_args(argv)
+    args = parse_args(own)
     # Python's own handlers: SIGINT (and SIGTERM, mapped to it) stop playing with a summary.
     rclpy.init(args=["bag_replay"] + ros_args, signal_handler_options=SignalHandlerOptions.NO)
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -27,6 +27,7 @@ from sensor_msgs.msg import Image
 from seg_msgs.msg import SegmentationResult
 
 from .image_conversion import image_to_rgb
+from .processes import split_ros_args
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 
@@ -131,8 +132,8 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    ros_args = argv[argv.index("--ros-args"):] if "--ros-args" in argv else []
-    args = parse_args(argv[: len(argv) - len(ros_args)])
+    own, ros_args = split_ros_args(argv)
+    args = parse_args(own)
     rclpy.init(args=["result_recorder"] + ros_args)
     node = ResultRecorder(args)
     stop = {"now": False}

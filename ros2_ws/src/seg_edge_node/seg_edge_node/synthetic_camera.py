@@ -22,6 +22,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
 from .image_conversion import rgb_to_image
+from .processes import split_ros_args
 
 CAMERA_HEIGHT_M = 0.5     # a robot dog's camera
 FOCAL_FRACTION = 0.9      # focal length in units of image width
@@ -135,8 +136,8 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    ros_args = argv[argv.index("--ros-args"):] if "--ros-args" in argv else []
-    args = parse_args(argv[: len(argv) - len(ros_args)])
+    own, ros_args = split_ros_args(argv)
+    args = parse_args(own)
     rclpy.init(args=["synthetic_camera"] + ros_args)
     node = SyntheticCamera(args)
     try:
