@@ -6,6 +6,7 @@ Run from the repository root:
 """
 
 import array
+import struct
 import time
 import types
 
@@ -206,6 +207,37 @@ def test_grey_png_decodes_to_three_channels():
 def test_bad_compressed_image_raises(data, fmt, message):
     with pytest.raises(ImageConversionError, match=message):
         compressed_to_rgb(CompressedImage(format=fmt, data=data))
+
+
+def with_declared_size(data: bytes, width: int, height: int) -> bytes:
+    """The same compressed image with its PNG IHDR or JPEG SOF0 claiming another size."""
+    out = bytearray(data)
+    if out.startswith(b"\x89PNG"):
+        struct.pack_into(">II", out, 16, width, height)  # a decoder that checks the CRC refuses it too
+    else:
+        struct.pack_into(">HH", out, out.index(b"\xff\xc0") + 5, height, width)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png"])
+@pytest.mark.parametrize("width, height", [(20000, 20000), (65535, 1025), (0, 8), (8, 0)])  # 65535 * 1025 > MAX_PIXELS
+def test_declared_size_is_checked_before_decoding(ext, width, height):
+    # Regression (found by bench/fuzz.py): a 600-byte JPEG declaring 20000x20000 made
+    # OpenCV allocate and fill 2.5 GB, taking seconds, before the missing data showed.
+    data = with_declared_size(compressed(smooth_rgb(8, 8), ext, "x").data.tobytes(), width, height)
+    start = time.perf_counter()
+    with pytest.raises(ImageConversionError, match=f"declares {width}x{height} pixels"):
+        compressed_to_rgb(CompressedImage(format="jpeg", data=data))
+    assert time.perf_counter() - start < 0.5
+
+
+def test_only_jpeg_and_png_are_decoded():
+    bmp = cv2.imencode(".bmp", smooth_rgb(8, 8))[1].tobytes()
+    with pytest.raises(ImageConversionError, match="neither the JPEG nor the PNG signature"):
+        compressed_to_rgb(CompressedImage(format="bmp", data=bmp))
+    truncated = compressed(smooth_rgb(8, 8), ".jpg", "jpeg").data.tobytes()[:40]
+    with pytest.raises(ImageConversionError, match="as JPEG or PNG"):
+        compressed_to_rgb(CompressedImage(format="jpeg", data=truncated))
 
 
 # --- bad raw images ----------------------------------------------------------------------

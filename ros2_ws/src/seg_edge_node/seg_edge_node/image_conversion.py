@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import array
 import operator
+import struct
 from collections.abc import Callable
 from typing import NamedTuple
 
 import cv2
 import numpy as np
+from segwire.errors import WireError
+from segwire.images import PNG_SIGNATURE, jpeg_header
 from sensor_msgs.msg import Image
 
 # 8192 x 8192: far above any camera on the robot, low enough that a corrupt
@@ -90,6 +93,13 @@ def compressed_to_rgb(msg) -> np.ndarray:
     # The format string is informational only: OpenCV detects JPEG/PNG from the bytes
     # and a JPEG stores colour, not channel order, so "rgb8; jpeg compressed bgr8" and
     # "jpeg" decode the same way.
+    width, height = _compressed_size(data, fmt)
+    if width <= 0 or height <= 0 or width * height > MAX_PIXELS:
+        # A few hundred bytes can declare 30000 x 30000: OpenCV would allocate (and fill)
+        # gigabytes before noticing the data is missing.
+        raise ImageConversionError(
+            f"CompressedImage (format {fmt!r}) declares {width}x{height} pixels, outside 1..{MAX_PIXELS}; "
+            "the header is probably corrupt")
     try:
         rgb = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB)
     except cv2.error:
@@ -99,6 +109,25 @@ def compressed_to_rgb(msg) -> np.ndarray:
             f"could not decode {data.size} bytes of CompressedImage data (format {fmt!r}) "
             "as JPEG or PNG; check the topic really carries compressed images")
     return rgb
+
+
+def _compressed_size(data: np.ndarray, fmt: str) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR or a JPEG's frame header, read before decoding."""
+    head = data[:24].tobytes()
+    try:
+        if head.startswith(PNG_SIGNATURE):
+            if head[12:16] != b"IHDR":
+                raise WireError("PNG: the first chunk is not IHDR")
+            return struct.unpack(">II", head[16:24])
+        if head.startswith(b"\xff\xd8"):
+            header = jpeg_header(data.tobytes())
+            return header.width, header.height
+        detail = "it starts with neither the JPEG nor the PNG signature"
+    except (struct.error, WireError) as e:
+        detail = str(e)
+    raise ImageConversionError(
+        f"could not decode {data.size} bytes of CompressedImage data (format {fmt!r}) as JPEG or PNG "
+        f"({detail}); check the topic really carries compressed images")
 
 
 def rgb_to_image(rgb, header) -> Image:
