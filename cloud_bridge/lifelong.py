@@ -14,6 +14,11 @@ A run (LifelongTrainer.run):
      advances the trigger marker, and calls on_publish for a published candidate.
 
   python -m cloud_bridge.lifelong --config cloud_bridge/bridge.yaml --current model.pth [--force]
+      [--publish --signing-key keys/fleet-2026.key --model-dir /srv/models [--fleet default]]
+
+With --publish, a candidate that passes the gate is exported to ONNX at the robots'
+spec and pushed to the fleet as the next model version (cloud_bridge.lifelong_publish),
+and the command keeps serving its chunks to the robots until interrupted (--serve-for).
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ import torch
 
 from durable_files import makedirs_durable, write_atomic
 from rfnet.checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
+from rfnet.engines import ModelSpec
 from rfnet.training import TrainConfig, Trainer, evaluate, open_labelled
 from seg_eval import bwt, fwt
 from segdata import DatasetError, SegmentationDataset, TorchSegmentationDataset
@@ -348,6 +354,18 @@ def main(argv=None) -> int:
     ap.add_argument("--store", type=Path, help="sample store directory (default <storage_dir>/samples)")
     ap.add_argument("--force", action="store_true", help="run even if too few new frames arrived")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    push = ap.add_argument_group("push a published candidate to the robots")
+    push.add_argument("--publish", action="store_true", help="export a candidate that passes the gate to ONNX "
+                                                             "and publish it as the fleet's next model version")
+    push.add_argument("--signing-key", type=Path, help="ed25519 private key (<key_id>.key, segwire.model_keys)")
+    push.add_argument("--key-id", help="default: the key file's name without .key")
+    push.add_argument("--fleet", default="default")
+    push.add_argument("--model-dir", type=Path, help="the publisher's versions (default <storage_dir>/published)")
+    push.add_argument("--input-height", type=int, help="the robots' input height (default lifelong.train's)")
+    push.add_argument("--input-width", type=int, help="the robots' input width (default lifelong.train's)")
+    push.add_argument("--rgb-only", action="store_true", help="the robots run the RGB-only model")
+    push.add_argument("--serve-for", type=float, default=0.0,
+                      help="after a push, serve the model's chunks this many seconds (0 = until interrupted)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
@@ -365,8 +383,53 @@ def main(argv=None) -> int:
     if not store_dir.is_dir():
         print(f"lifelong: no sample store at {store_dir}", file=sys.stderr)
         return 2
+    publisher = pusher = None
+    if args.publish:
+        try:
+            publisher, pusher = _candidate_pusher(args, bridge, storage)
+        except (ValueError, OSError, CheckpointError) as e:   # before any training time is spent
+            print(f"lifelong: --publish: {e}", file=sys.stderr)
+            return 2
+    try:
+        return _run(args, config, store_dir, pusher, publisher)
+    finally:
+        if publisher is not None:
+            publisher.stop()
+
+
+def _candidate_pusher(args, bridge, storage: Path):
+    from segwire.model_keys import load_private_key
+
+    from .lifelong_publish import CandidatePusher
+    from .model_push import ModelPublisher
+
+    if args.signing_key is None:
+        raise ValueError("give --signing-key (the fleet's <key_id>.key)")
+    key = load_private_key(args.signing_key)
+    key_id = args.key_id or args.signing_key.name.removesuffix(".key")
+    ft = bridge.lifelong.train
+    spec = ModelSpec(load_checkpoint(args.current).num_classes, args.input_height or ft.input_height,
+                     args.input_width or ft.input_width, use_depth=not args.rgb_only)
+    # Its own client id: the bridge's persistent session must not be taken over.
+    broker = dataclasses.replace(bridge.broker, client_id="")
+    publisher = ModelPublisher(broker, args.fleet, args.model_dir or storage / "published", key, key_id)
+    publisher.start()
+    return publisher, CandidatePusher(publisher, spec)
+
+
+def _run(args, config: LifelongConfig, store_dir: Path, pusher, publisher) -> int:
+    from .lifelong_publish import CandidatePushError
+    from .model_push import PublishError
+
+    version = None
+
+    def on_publish(path: Path, decision: GateDecision) -> None:
+        nonlocal version
+        version = pusher(path, decision)
+
     with SqliteSampleStore(store_dir) as store:
-        trainer = LifelongTrainer(config, store, args.current, progress=sys.stderr.isatty())
+        trainer = LifelongTrainer(config, store, args.current, on_publish=on_publish if pusher else None,
+                                  progress=sys.stderr.isatty())
         try:
             pending = len(trainer.pending())
             if pending < config.min_new_samples and not args.force:
@@ -375,8 +438,11 @@ def main(argv=None) -> int:
             reason = (f"forced ({pending} new labelled frames)" if pending < config.min_new_samples
                       else f"triggered: {pending} new labelled frames >= {config.min_new_samples}")
             d = trainer.run(reason)
-        except (LifelongError, CheckpointError, DatasetError, SampleStoreError) as e:
+        except (LifelongError, CheckpointError, DatasetError, SampleStoreError, PublishError) as e:
             print(f"lifelong: {e}", file=sys.stderr)
+            return 2
+        except CandidatePushError as e:
+            print(f"lifelong: not pushed: {e}", file=sys.stderr)
             return 2
         print(f"candidate {d.candidate_id}: {'PUBLISH' if d.published else 'BLOCK'}"
               + ("" if d.published else f" ({'; '.join(d.reasons)})"))
@@ -384,7 +450,25 @@ def main(argv=None) -> int:
         print(f"  new-task mIoU {d.new_task.current:.4f} -> {d.new_task.candidate:.4f} ({d.new_task.delta:+.4f})")
         print(f"  BWT {d.bwt:+.4f}  FWT {d.fwt:+.4f}")
         print(f"  checkpoint {d.candidate_path}\n  record {d.record_path}")
+    if version is not None:
+        print(f"  pushed to fleet {publisher.fleet!r} as model version {version} "
+              f"({publisher.model_dir / str(version)})")
+        _serve(publisher, args.serve_for)
     return 0
+
+
+def _serve(publisher, seconds: float) -> None:
+    """Robots fetch the chunks on request: keep answering until interrupted or for `seconds`."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"  serving the model to the robots {'for %gs' % seconds if seconds else 'until interrupted'} ...",
+          flush=True)
+    stop.wait(seconds or None)
+    print(f"  publisher: {publisher.stats()}")
 
 
 if __name__ == "__main__":

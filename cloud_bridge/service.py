@@ -7,6 +7,8 @@ acknowledged to the broker (manual PUBACK) only after its sample and refined
 labels are stored durably and the refined result was handed to the broker, so
 a crash at any point means redelivery, never loss; the store is keyed by frame
 uuid, so a redelivered frame is not stored twice (its stored result is sent again).
+Samples go in through the replay buffer, so its size cap (lifelong.buffer.max_samples)
+holds after every insert: the least trusted, oldest samples are evicted first.
 Malformed payloads are logged, counted and acknowledged (redelivery cannot fix
 them); a frame whose refinement fails is kept in <storage_dir>/failed/.
 """
@@ -31,6 +33,7 @@ from segwire import (HardFrame, RefinedResult, WireError, WireLimits, connect_pe
 
 from .config import BridgeConfig, ConfigError, load_bridge_config
 from .refiner import Refiner, build_refiner
+from .replay_buffer import ReplayBuffer
 from .sample_store import Sample, SampleStore, SqliteSampleStore
 
 log = logging.getLogger("cloud_bridge")
@@ -42,6 +45,7 @@ class BridgeService:
     def __init__(self, config: BridgeConfig, store: SampleStore, refiner: Refiner):
         self.config = config
         self.store = store
+        self.buffer = ReplayBuffer(store, config.lifelong.buffer)
         self.refiner = refiner
         self.limits = WireLimits(max_payload_bytes=int(config.max_payload_mb * 1024 * 1024))
         self.counters = {name: 0 for name in COUNTERS}
@@ -80,7 +84,8 @@ class BridgeService:
 
     def stats(self) -> dict:
         with self._lock:
-            return dict(self.counters, connected=int(self._connected.is_set()),
+            return dict(self.counters, evicted=sum(dict(self.buffer.evictions).values()),  # copy: workers add to it
+                        connected=int(self._connected.is_set()),
                         subscribed=int(self._subscribed.is_set()), queued=self._inbox.qsize())
 
     # -- MQTT ------------------------------------------------------------------------------
@@ -153,7 +158,7 @@ class BridgeService:
             self._publish(frame, stored.labels, stored.refiner)
             return
         refinement = self.refiner.refine(frame)
-        new = self.store.put(Sample(
+        new = self.buffer.add(Sample(
             frame_uuid=frame.frame_uuid, robot_id=frame.robot_id, stamp_ns=frame.stamp_ns,
             frame_id=frame.frame_id, edge_model_version=frame.model_version,
             mining_policy=frame.mining_policy, mining_score=frame.mining_score,
