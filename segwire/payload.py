@@ -49,7 +49,7 @@ Sections may come in any order, each at most once (N is at most 8 by default).
 
 All images of a message have the same width and height, 1..4096 each by
 default (``WireLimits``). A PNG's first chunk must be IHDR, as the PNG
-standard requires; a JPEG's frame header (SOF0-SOF15 except C4, C8, CC) must
+standard requires, and every chunk up to IEND must fit in the section; a JPEG's frame header (SOF0-SOF15 except C4, C8, CC) must
 come before its first scan.
 
 Metadata values are strings, numbers, booleans or null, never pixels; the one

@@ -231,6 +231,16 @@ def test_declared_size_is_checked_before_decoding(ext, width, height):
     assert time.perf_counter() - start < 0.5
 
 
+def test_png_chunk_longer_than_the_data_is_refused_quickly():
+    # Regression (found by bench/fuzz.py): OpenCV spent seconds on a PNG whose IDAT declared 4 GB.
+    data = bytearray(compressed(smooth_rgb(8, 8), ".png", "png").data.tobytes())
+    struct.pack_into(">I", data, 33, 2**32 - 1)
+    start = time.perf_counter()
+    with pytest.raises(ImageConversionError, match="declares 4294967295 bytes"):
+        compressed_to_rgb(CompressedImage(format="png", data=bytes(data)))
+    assert time.perf_counter() - start < 0.5
+
+
 def test_only_jpeg_and_png_are_decoded():
     bmp = cv2.imencode(".bmp", smooth_rgb(8, 8))[1].tobytes()
     with pytest.raises(ImageConversionError, match="neither the JPEG nor the PNG signature"):

@@ -564,6 +564,29 @@ def test_jpeg_dims_rejected_before_decode(no_imdecode):
         decode_hard_frame(hard(sections=[(1, 1, bytes(blob)), (3, 2, LABELS_4x5)]))
 
 
+@pytest.mark.parametrize("section, kind", [(3, 1), (4, 2)])
+@pytest.mark.parametrize("length", [2**32 - 1, 2**31, 1000])
+def test_png_chunk_longer_than_the_data_is_refused_before_decode(section, kind, length, no_imdecode):
+    # Regression (found by bench/fuzz.py): OpenCV 5's PNG reader spent 15 s refusing a
+    # 300-byte PNG whose IDAT declared 4 GB; a bridge or robot stalled on each such message.
+    blob = bytearray(png(np.zeros((4, 5), np.uint8)))
+    assert blob[37:41] == b"IDAT"
+    struct.pack_into(">I", blob, 33, length)
+    sections = [(1, 2, RGB_4x5), (3, 2, bytes(blob))] if kind == 1 else [(4, 2, bytes(blob))]
+    meta = HARD_META if kind == 1 else {}
+    decode = decode_hard_frame if kind == 1 else decode_refined
+    with pytest.raises(WireError, match=f"chunk b'IDAT' at byte 33 declares {length} bytes"):
+        decode(build(meta, sections, kind=kind))
+
+
+def test_png_chunk_walk_stops_at_iend_and_needs_whole_chunk_headers(no_imdecode):
+    blob = png(np.zeros((4, 5), np.uint8))
+    assert png_header(blob + b"anything after IEND")[:2] == (5, 4)
+    cut = blob[:blob.index(b"IEND") - 4] + b"\0\0"
+    with pytest.raises(WireError, match="truncated chunk header"):
+        png_header(cut)
+
+
 def test_jpeg_header_reader():
     image = smooth_rgb(30, 50)
     assert jpeg_header(jpeg(image)) == (50, 30, 3, 8)

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 from segwire.errors import WireError
-from segwire.images import PNG_SIGNATURE, jpeg_header
+from segwire.images import PNG_SIGNATURE, check_png_chunks, jpeg_header
 from sensor_msgs.msg import Image
 
 # 8192 x 8192: far above any camera on the robot, low enough that a corrupt
@@ -118,6 +118,7 @@ def _compressed_size(data: np.ndarray, fmt: str) -> tuple[int, int]:
         if head.startswith(PNG_SIGNATURE):
             if head[12:16] != b"IHDR":
                 raise WireError("PNG: the first chunk is not IHDR")
+            check_png_chunks(data.tobytes())
             return struct.unpack(">II", head[16:24])
         if head.startswith(b"\xff\xd8"):
             header = jpeg_header(data.tobytes())
