@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from segwire.mqtt_client import check_client_settings
+
 from .lifelong_config import LifelongConfig
 from .mask_generators import MaskGeneratorConfig
 
@@ -25,7 +27,8 @@ class BrokerConfig:
     port: int = 1883
     username: str = ""
     password: str = ""
-    tls: bool = False
+    password_file: str = ""        # first line is the password; keeps it out of the config file
+    tls: bool = False              # verifies the broker's certificate and host name against ca_file
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
@@ -34,6 +37,14 @@ class BrokerConfig:
     client_id: str = ""            # default "cloud-bridge-<bridge_id>"; stable, unique per replica
     share_group: str = "bridges"   # replicas in one group split the hard frames
     receive_maximum: int = 4       # unacknowledged frames the broker may hand us at once
+
+    def validate(self) -> None:
+        if self.receive_maximum < 1:
+            raise ConfigError("broker.receive_maximum must be 1 or more")
+        try:
+            check_client_settings(self, "broker")
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
 
 
 @dataclass(frozen=True)
@@ -71,8 +82,7 @@ class BridgeConfig:
             raise ConfigError(f"max_payload_mb={self.max_payload_mb}: use a size > 0")
         if not self.stats_period_s > 0:
             raise ConfigError(f"stats_period_s={self.stats_period_s}: use a period > 0")
-        if self.broker.receive_maximum < 1:
-            raise ConfigError("broker.receive_maximum must be 1 or more")
+        self.broker.validate()
 
 
 def _build(cls, data: Any, where: str):

@@ -45,12 +45,23 @@ def stop_started_since(index: int) -> None:
 
 
 class LocalBroker:
-    def __init__(self, directory: Path, port: int | None = None, extra_config: str = ""):
+    """A mosquitto with an open listener on a free loopback port, or, with `config_path`,
+    one run from an existing config (segwire.dev_pki's) that listens on `port` and logs
+    to `directory`/mosquitto.log."""
+
+    def __init__(self, directory: Path, port: int | None = None, extra_config: str = "",
+                 config_path: Path | None = None):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
-        self.config_path = self.directory / "mosquitto.conf"
         self.log_path = self.directory / "mosquitto.log"
+        self.process: subprocess.Popen | None = None
+        if config_path is not None:
+            if port is None:
+                raise ValueError("LocalBroker(config_path=...) needs the port that config listens on")
+            self.config_path = Path(config_path)
+            return
+        self.config_path = self.directory / "mosquitto.conf"
         self.config_path.write_text(
             f"listener {self.port} 127.0.0.1\n"
             # Started as root, mosquitto would switch to the "mosquitto" user and then
@@ -63,7 +74,6 @@ class LocalBroker:
             "max_queued_messages 10000\n"
             f"log_dest file {self.log_path}\n"
             "log_type error\nlog_type warning\nlog_type notice\n" + extra_config)
-        self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10.0) -> "LocalBroker":
         self.process = subprocess.Popen([mosquitto_binary(), "-c", str(self.config_path)],

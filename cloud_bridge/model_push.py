@@ -212,8 +212,8 @@ class ModelPublisher:
     def _make_client(self) -> mqtt.Client:
         b = self.broker
         client = make_client(b.client_id or f"model-publisher-{self.fleet}", username=b.username,
-                             password=b.password, tls=b.tls, ca_file=b.ca_file, cert_file=b.cert_file,
-                             key_file=b.key_file)
+                             password=b.password, password_file=b.password_file, tls=b.tls,
+                             ca_file=b.ca_file, cert_file=b.cert_file, key_file=b.key_file)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe

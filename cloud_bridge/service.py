@@ -93,8 +93,8 @@ class BridgeService:
         b = self.config.broker
         # manual_ack: the PUBACK for a frame is sent only once it is stored (see _work).
         client = make_client(b.client_id or f"cloud-bridge-{self.config.bridge_id}", username=b.username,
-                             password=b.password, tls=b.tls, ca_file=b.ca_file, cert_file=b.cert_file,
-                             key_file=b.key_file, manual_ack=True)
+                             password=b.password, password_file=b.password_file, tls=b.tls,
+                             ca_file=b.ca_file, cert_file=b.cert_file, key_file=b.key_file, manual_ack=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

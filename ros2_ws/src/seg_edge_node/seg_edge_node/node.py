@@ -167,8 +167,8 @@ class SegEdgeNode(Node):
                                            self._on_model_ready, DownloadOptions(fleet=cfg.fleet))
         self._downloader.start()
         client = make_client(f"{up.client_id or 'seg-edge-' + up.robot_id}-models", username=up.username,
-                             password=up.password, tls=up.tls, ca_file=up.ca_file, cert_file=up.cert_file,
-                             key_file=up.key_file)
+                             password=up.password, password_file=up.password_file, tls=up.tls,
+                             ca_file=up.ca_file, cert_file=up.cert_file, key_file=up.key_file)
         self._model_link = MqttModelLink(self._downloader, client)
         self._model_link.start(up.host, up.port, up.keepalive_s)
 

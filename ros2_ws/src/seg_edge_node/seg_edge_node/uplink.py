@@ -29,6 +29,7 @@ import paho.mqtt.client as mqtt
 from segwire import (HardFrame, RefinedResult, RobotStatus, WireError, connect_persistent, decode_refined,
                      encode_hard_frame, encode_status, hard_topic, make_client, refined_topic, status_topic,
                      validate_robot_id)
+from segwire.mqtt_client import check_client_settings
 
 from .spool import CorruptEntryError, DiskSpool, SpoolError
 
@@ -42,8 +43,9 @@ class UplinkConfig:
     robot_id: str = "robot"
     client_id: str = ""            # default "seg-edge-<robot_id>"; must be stable for the session
     username: str = ""
-    password: str = ""
-    tls: bool = False
+    password: str = ""             # prefer password_file: a parameter shows in `ros2 param dump`
+    password_file: str = ""        # first line is the password
+    tls: bool = False              # verifies the broker's certificate and host name against ca_file
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
@@ -74,6 +76,10 @@ class UplinkConfig:
             raise ValueError(f"parameter uplink.robot_id: {e}") from e
         if not 0 < self.port < 65536:
             raise ValueError(f"parameter uplink.port={self.port}: use 1..65535")
+        try:
+            check_client_settings(self, "uplink")
+        except ValueError as e:
+            raise ValueError(f"parameter {e}") from e
         if self.rgb_format not in ("jpeg", "png"):
             raise ValueError(f"parameter uplink.rgb_format={self.rgb_format!r}: use jpeg or png")
         if not 1 <= self.jpeg_quality <= 100:
@@ -176,8 +182,9 @@ class MqttUplink:
 
     def _make_client(self) -> mqtt.Client:
         cfg = self.config
-        client = make_client(self._client_id, username=cfg.username, password=cfg.password, tls=cfg.tls,
-                             ca_file=cfg.ca_file, cert_file=cfg.cert_file, key_file=cfg.key_file)
+        client = make_client(self._client_id, username=cfg.username, password=cfg.password,
+                             password_file=cfg.password_file, tls=cfg.tls, ca_file=cfg.ca_file,
+                             cert_file=cfg.cert_file, key_file=cfg.key_file)
         client.will_set(status_topic(cfg.robot_id), self._status("offline"), qos=1, retain=True)
         client.max_inflight_messages_set(cfg.max_inflight)
         client.on_connect = self._on_connect
