@@ -1,8 +1,9 @@
 """Start seg_edge_node (RFNet segmentation on the robot) with this directory's parameters.
 
-The parameters come from edge_params.yaml next to this file, or from params_file:=.
-A launch argument overrides its parameter only when it is given a non-empty value, so
-the YAML file holds the defaults. model_path and cache_dir default to
+The parameters come from edge_params.yaml next to this file, or from params_file:=, with
+overlay_params_file:= layered over it (e.g. edge_tls_params.yaml: the uplink to a TLS
+broker with the robot's credentials). A launch argument overrides its parameter only when
+it is given a non-empty value, so the YAML files hold the defaults. model_path and cache_dir default to
 $SEG_EDGE_MODEL_PATH and $SEG_EDGE_CACHE_DIR where those are set (the Dockerfile's
 image sets SEG_EDGE_CACHE_DIR=/cache).
 
@@ -12,6 +13,8 @@ Usage:
       rgb_topic:=/front_camera/color/image_raw namespace:=dog1
   ros2 launch launch/edge.launch.py model_path:=/models/pretrain_model.pth \\
       backend:=tensorrt params_file:=/etc/seg_edge/params.yaml fastdds_profile:=
+  ros2 launch launch/edge.launch.py model_path:=/models/rfnet.onnx \\
+      overlay_params_file:=/etc/seg_edge/edge_tls_params.yaml robot_id:=dog1 uplink_host:=broker.lan
   ros2 launch launch/edge.launch.py --show-args
 """
 import os
@@ -29,6 +32,8 @@ NODE_NAME = 'seg_edge_node'
 
 # Launch arguments that map one-to-one onto string parameters of the node.
 STRING_OVERRIDES = ('model_path', 'backend', 'rgb_topic', 'depth_topic', 'cache_dir')
+# Launch arguments for the uplink's per-robot settings (no dots in launch argument names).
+UPLINK_OVERRIDES = {'uplink_host': 'uplink.host', 'robot_id': 'uplink.robot_id'}
 
 
 def _bool_arg(name, text):
@@ -85,9 +90,11 @@ def _launch_node(context, *args, **kwargs):
 
     namespace = arg('namespace')
     node_fqn = _node_namespace(context, namespace).rstrip('/') + '/' + NODE_NAME
-    params_file = _params_file_for(_existing_file('params_file', arg('params_file')), node_fqn)
+    params_files = [_params_file_for(_existing_file(name, arg(name)), node_fqn)
+                    for name in ('params_file', 'overlay_params_file') if arg(name)]
 
     given = {name: arg(name) for name in STRING_OVERRIDES if arg(name)}
+    given.update({parameter: arg(name) for name, parameter in UPLINK_OVERRIDES.items() if arg(name)})
     if arg('use_depth'):
         given['use_depth'] = _bool_arg('use_depth', arg('use_depth'))
     # Strings typed explicitly: launch_ros would otherwise read them as YAML, so a value
@@ -101,15 +108,15 @@ def _launch_node(context, *args, **kwargs):
     fastdds_profile = _existing_file('fastdds_profile', profile) if profile else ''
 
     return [
-        LogInfo(msg=f'{node_fqn}: parameters from {params_file}, overridden by {given}; '
+        LogInfo(msg=f'{node_fqn}: parameters from {" over ".join(reversed(params_files))}, overridden by {given}; '
                     f'Fast DDS profile: {fastdds_profile or "middleware defaults"}'),
         Node(
             package='seg_edge_node',
             executable='seg_edge_node',
             name=NODE_NAME,
             namespace=namespace or None,
-            # Later entries win, so the launch arguments override the file.
-            parameters=[params_file, overrides] if overrides else [params_file],
+            # Later entries win: the overlay overrides the file, the launch arguments both.
+            parameters=params_files + [overrides] if overrides else params_files,
             output='screen',
             emulate_tty=True,
             respawn=_bool_arg('respawn', arg('respawn') or 'false'),
@@ -124,6 +131,16 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'params_file', default_value=os.path.join(HERE, 'edge_params.yaml'),
             description='YAML file with the seg_edge_node parameters (the defaults)'),
+        DeclareLaunchArgument(
+            'overlay_params_file', default_value='',
+            description='YAML file layered over params_file, e.g. edge_tls_params.yaml (uplink over '
+                        'TLS with the robot\'s credentials); empty: none'),
+        DeclareLaunchArgument(
+            'robot_id', default_value='',
+            description='uplink.robot_id (and MQTT identity); empty: the params files'),
+        DeclareLaunchArgument(
+            'uplink_host', default_value='',
+            description='uplink.host, the MQTT broker; empty: the params files (empty there: no uplink)'),
         DeclareLaunchArgument(
             'model_path', default_value=EnvironmentVariable('SEG_EDGE_MODEL_PATH', default_value=''),
             description='Ianvs/RFNet .pth checkpoint or exported .onnx; required to serve. '

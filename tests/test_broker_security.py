@@ -385,6 +385,23 @@ def test_bridge_and_uplink_work_over_tls_with_credentials(pki, tmp_path):
         runner.stop()
 
 
+def test_an_uplink_logged_in_as_another_robot_counts_the_refusals(pki, tmp_path):
+    from seg_edge_node.processes import wait_until
+    from seg_edge_node.uplink import MqttUplink, UplinkConfig
+
+    uplink = MqttUplink(UplinkConfig(host="localhost", port=pki.port, robot_id="dog2", username="dog1",
+                                     password_file=pki.password_file("dog1"), tls=True, ca_file=pki.ca,
+                                     spool_dir=str(tmp_path / "spool")), lambda result: None)
+    try:
+        uplink.start()
+        assert uplink.submit(make_hard_frame("dog2", 0, h=48, w=64))
+        wait_until(lambda: uplink.stats()["refused_by_broker"] >= 1, 30, "the broker's refusal")
+        REFUSED["uplink frames under another robot's id"] += uplink.stats()["refused_by_broker"]
+        assert uplink.stats()["confirmed"] == 0 and uplink.stats()["spool_entries"] == 1
+    finally:
+        uplink.stop()
+
+
 # -- settings that cannot work are refused before connecting --------------------------------
 def test_tls_and_password_settings_are_checked(pki, tmp_path):
     from seg_edge_node.uplink import UplinkConfig
@@ -415,3 +432,23 @@ def test_dev_pki_refuses_to_overwrite_or_take_bad_ids(pki, tmp_path):
                                                                     or p.name in ("passwd", "bridge-broker.yaml"))]
     assert secrets and all(p.stat().st_mode & 0o077 == 0 for p in secrets)
     assert not (pki.dir / "ca.key").exists()
+
+
+def test_the_tls_launch_overlay_sets_real_parameters_of_the_right_type():
+    import yaml
+    from seg_edge_node.config import EdgeNodeConfig
+
+    def flatten(tree: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+        return out
+
+    root = Path(__file__).resolve().parent.parent
+    overlay = flatten(yaml.safe_load((root / "launch" / "edge_tls_params.yaml").read_text())
+                      ["seg_edge_node"]["ros__parameters"])
+    defaults = EdgeNodeConfig.parameter_defaults()
+    assert overlay and set(overlay) <= set(defaults), set(overlay) - set(defaults)
+    assert all(type(value) is type(defaults[name]) for name, value in overlay.items())
+    assert overlay["uplink.tls"] and overlay["uplink.password_file"] and not overlay.get("uplink.password")
+    assert overlay["uplink.username"] == overlay["uplink.robot_id"]

@@ -119,7 +119,8 @@ class MqttUplink:
         self._lock = threading.Lock()                       # counters
         self.counters = dict(submitted=0, dropped_queue_full=0, encode_errors=0, spool_errors=0,
                              published=0, bytes_published=0, acknowledged=0, confirmed=0, republished=0,
-                             refined_received=0, refined_rejected=0, connects=0, disconnects=0)
+                             refined_received=0, refined_rejected=0, connects=0, disconnects=0,
+                             refused_by_broker=0)
         self._client = self._make_client()
 
     # -- public API --------------------------------------------------------------------
@@ -211,6 +212,11 @@ class MqttUplink:
             log.warning("lost the broker (%s); frames wait in the spool, retrying", reason_code)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            # The frame stays unconfirmed and is sent again later, so this repeats until fixed.
+            self._count("refused_by_broker")
+            log.warning("the broker refused a frame on %s: %s; with the project's ACL (deploy/mosquitto) "
+                        "uplink.username must be the robot id", hard_topic(self.config.robot_id), reason_code)
         self._acks.put(mid)
         self._wake.set()
 
