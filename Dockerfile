@@ -7,6 +7,10 @@
 #     ros2 launch /opt/seg_edge/launch/edge.launch.py model_path:=/models/pretrain_model.pth
 #
 # or `-e SEG_EDGE_MODEL_PATH=/models/pretrain_model.pth` and the default command.
+# Over TLS to the project's broker (README, "Deployment"): also mount the robot's CA
+# certificate and password file (-v /etc/seg_edge/mqtt:/etc/seg_edge/mqtt:ro) and add
+#   overlay_params_file:=/opt/seg_edge/launch/edge_tls_params.yaml robot_id:=dog1 uplink_host:=broker.lan
+# The cloud side's image is docker/bridge.Dockerfile.
 # --network host and --ipc host: the camera driver's DDS discovery has to reach the node, and
 # Fast DDS shared memory (16 MB segments, launch/fastdds_profile.xml) needs the host's /dev/shm.
 #

@@ -33,7 +33,9 @@ NODE_NAME = 'seg_edge_node'
 # Launch arguments that map one-to-one onto string parameters of the node.
 STRING_OVERRIDES = ('model_path', 'backend', 'rgb_topic', 'depth_topic', 'cache_dir')
 # Launch arguments for the uplink's per-robot settings (no dots in launch argument names).
-UPLINK_OVERRIDES = {'uplink_host': 'uplink.host', 'robot_id': 'uplink.robot_id'}
+# robot_id is also the MQTT username: the project's broker ACL (deploy/mosquitto) lets a
+# robot use only the topics of the name it logged in with.
+UPLINK_OVERRIDES = {'uplink_host': ('uplink.host',), 'robot_id': ('uplink.robot_id', 'uplink.username')}
 
 
 def _bool_arg(name, text):
@@ -90,11 +92,14 @@ def _launch_node(context, *args, **kwargs):
 
     namespace = arg('namespace')
     node_fqn = _node_namespace(context, namespace).rstrip('/') + '/' + NODE_NAME
-    params_files = [_params_file_for(_existing_file(name, arg(name)), node_fqn)
-                    for name in ('params_file', 'overlay_params_file') if arg(name)]
+    params_files = [_params_file_for(_existing_file('params_file', arg('params_file')), node_fqn)]
+    if arg('overlay_params_file'):
+        params_files.append(_params_file_for(
+            _existing_file('overlay_params_file', arg('overlay_params_file')), node_fqn))
 
     given = {name: arg(name) for name in STRING_OVERRIDES if arg(name)}
-    given.update({parameter: arg(name) for name, parameter in UPLINK_OVERRIDES.items() if arg(name)})
+    given.update({parameter: arg(name) for name, parameters in UPLINK_OVERRIDES.items() if arg(name)
+                  for parameter in parameters})
     if arg('use_depth'):
         given['use_depth'] = _bool_arg('use_depth', arg('use_depth'))
     # Strings typed explicitly: launch_ros would otherwise read them as YAML, so a value
@@ -137,7 +142,7 @@ def generate_launch_description():
                         'TLS with the robot\'s credentials); empty: none'),
         DeclareLaunchArgument(
             'robot_id', default_value='',
-            description='uplink.robot_id (and MQTT identity); empty: the params files'),
+            description='uplink.robot_id and uplink.username (the broker identity); empty: the params files'),
         DeclareLaunchArgument(
             'uplink_host', default_value='',
             description='uplink.host, the MQTT broker; empty: the params files (empty there: no uplink)'),
