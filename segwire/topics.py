@@ -20,13 +20,16 @@ Model push (signed model files, cloud -> robot; segwire.model_manifest for the
 manifest, segwire.model_transfer for the messages)::
 
     seg/v1/models/<fleet>/manifest   cloud -> robots  signed manifest JSON, retained
+    seg/v1/models/<fleet>/command    cloud -> robots  signed rollback command JSON, retained
+                                                      (segwire.model_command)
     seg/v1/<robot_id>/model/request  robot -> cloud   "send chunks [...] of version V" JSON
     seg/v1/<robot_id>/model/chunk    cloud -> robot   one binary chunk of a model file
     seg/v1/<robot_id>/model/status   robot -> all     ModelStatus JSON, retained
 
 The manifest is retained so a robot that connects later still gets the latest
 model; chunks go to one robot at its own request, so a fleet does not receive
-every robot's resumed transfer. ``models`` is not a valid robot id, which keeps
+every robot's resumed transfer. The command is retained for the same reason: a robot
+that was offline when a version was withdrawn still rolls back when it is back. ``models`` is not a valid robot id, which keeps
 the fleet sub-tree apart from the robots'. Per-robot sub-topics other than the
 ones above are reserved.
 """
@@ -102,6 +105,12 @@ def models_manifest_topic(fleet: str = "default") -> str:
     """Where the latest signed manifest of ``fleet`` is retained."""
     _check_name(fleet, "fleet")
     return f"{TOPIC_ROOT}/models/{fleet}/manifest"
+
+
+def fleet_command_topic(fleet: str = "default") -> str:
+    """Where the latest signed rollback command to ``fleet`` is retained."""
+    _check_name(fleet, "fleet")
+    return f"{TOPIC_ROOT}/models/{fleet}/command"
 
 
 def model_request_topic(robot_id: str) -> str:

@@ -10,8 +10,9 @@ On disk, under ``directory``::
 
 A manifest (segwire.model_manifest) is accepted only when its signature verifies under
 a trusted key, it fits the limits, and its version is newer than the model in use
-(``allow_rollback`` admits older ones). Chunks are requested in windows and asked for
-again after a timeout; one that does not match its hash is counted and requested again,
+(``allow_rollback`` admits older ones) and not withdrawn by a signed rollback command
+(``commands``, seg_edge_node.model_rollback, whose topic this link also carries).
+Chunks are requested in windows and asked for again after a timeout; one that does not match its hash is counted and requested again,
 never written. A download interrupted by a disconnect, a restart or a power cut resumes
 from the chunks on disk. When the last chunk is in, the file is assembled, its size and
 SHA-256 checked, and it is moved to ``versions/<version>/`` in one rename before
@@ -52,7 +53,8 @@ MANIFEST_FILE = "manifest.json"
 CHUNK_SUFFIX = ".chunk"
 COUNTERS = ("manifests_received", "manifests_rejected", "chunks_received", "chunks_duplicate", "chunks_rejected",
             "chunks_malformed", "chunks_stale", "chunks_requested", "requests_sent", "re_requests", "disk_errors",
-            "downloads_resumed", "downloads_abandoned", "downloads_completed", "downloads_failed")
+            "downloads_resumed", "downloads_abandoned", "downloads_completed", "downloads_failed",
+            "commands_received", "commands_refused", "rollbacks")
 
 # send(topic, payload, retain, expiry_s): publish with QoS 1; expiry_s None = never expires
 Send = Callable[[str, bytes, bool, "int | None"], None]
@@ -95,7 +97,7 @@ class _Download:
 class ModelDownloader:
     def __init__(self, directory: str | Path, trusted_keys: dict, robot_id: str,
                  current_version_fn: Callable[[], int], on_ready: Callable[[ModelManifest, Path], None],
-                 options: DownloadOptions = DownloadOptions()):
+                 options: DownloadOptions = DownloadOptions(), commands=None):
         options.validate()
         if not trusted_keys:
             raise ValueError("no trusted keys: every model would be rejected")
@@ -105,6 +107,7 @@ class ModelDownloader:
         self._trusted = dict(trusted_keys)
         self._current_version = current_version_fn
         self._on_ready = on_ready
+        self._commands = commands   # model_rollback.RollbackCommands, or None: no rollback commands
         self._partial = self.directory / "partial"
         self._versions = self.directory / "versions"
         self._inbox: queue.Queue = queue.Queue()
@@ -120,7 +123,8 @@ class ModelDownloader:
 
     # -- hooks for the MQTT side (any thread; they only enqueue) ---------------------------
     def subscriptions(self) -> list[str]:
-        return [models_manifest_topic(self.options.fleet), model_chunk_topic(self.robot_id)]
+        topics = [models_manifest_topic(self.options.fleet), model_chunk_topic(self.robot_id)]
+        return topics + ([self._commands.topic] if self._commands is not None else [])
 
     def handle_message(self, topic: str, payload: bytes) -> None:
         self._inbox.put(("message", topic, payload))
@@ -169,6 +173,8 @@ class ModelDownloader:
             topic, payload = item[1:]
             if topic == models_manifest_topic(self.options.fleet):
                 self._on_manifest(payload)
+            elif self._commands is not None and topic == self._commands.topic:
+                self._on_command(payload)
             else:
                 self._on_chunk(payload)
         elif kind == "connected":
@@ -193,6 +199,9 @@ class ModelDownloader:
         job = self._job
         if job is not None and version <= job.version:
             return  # the same download, or an older (replayed) manifest: keep going
+        if self._withdrawn(version):
+            self._reject("withdrawn", f"manifest version {version} was withdrawn by a rollback command; not used")
+            return
         if version == current:  # up to date
             self._abandon()
             self._set_status(state="idle")
@@ -216,6 +225,24 @@ class ModelDownloader:
                  manifest.chunk_count, current)
         self._set_status(state="downloading", version=version, received=0, total=manifest.chunk_count,
                          reason="", last_error="")
+
+    def _withdrawn(self, version: int) -> bool:
+        return self._commands is not None and self._commands.withdrawn(version)
+
+    # -- rollback commands ------------------------------------------------------------------
+    def _on_command(self, payload: bytes) -> None:
+        self._count("commands_received")
+        outcome = self._commands.handle(payload)
+        if outcome.refused:
+            self._count("commands_refused")
+            state = "downloading" if self._job is not None else "rejected"
+            self._set_status(state=state, reason=outcome.reason, last_error=outcome.message)
+            return
+        if outcome.action == "rolling_back":
+            self._count("rollbacks")
+            if self._job is not None and self._withdrawn(self._job.version):
+                self._abandon()
+            self._set_status(state="idle", version=None, reason="", last_error="")
 
     def _reject(self, reason: str, message: str) -> None:
         self._count("manifests_rejected")
@@ -400,7 +427,7 @@ class ModelDownloader:
             return None
         current = self._current_version()
         if self._complete(manifest.version) or manifest.version == current or \
-                (manifest.version < current and not self.options.allow_rollback):
+                self._withdrawn(manifest.version) or (manifest.version < current and not self.options.allow_rollback):
             return None
         job = _Download(manifest, directory)
         for path in directory.iterdir():

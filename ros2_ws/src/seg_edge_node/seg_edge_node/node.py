@@ -159,12 +159,18 @@ class SegEdgeNode(Node):
         from segwire.model_keys import load_trusted_keys   # needs cryptography, only with updates
 
         from .model_download import DownloadOptions, ModelDownloader, MqttModelLink
+        from .model_rollback import RollbackCommands
 
         cfg, up = self.config.updates, self.config.uplink
+        trusted = load_trusted_keys(Path(cfg.trusted_keys).expanduser())
         self._manager = ModelManager(cfg, self.pipeline, self._serving, self._build_engine, self._on_model_change)
-        self._downloader = ModelDownloader(cfg.directory, load_trusted_keys(Path(cfg.trusted_keys).expanduser()),
-                                           up.robot_id, lambda: self._manager.serving.number,
-                                           self._on_model_ready, DownloadOptions(fleet=cfg.fleet))
+        # Rollback commands are signed with the manifests' keys and come over the same link.
+        rollback = RollbackCommands(cfg.directory, trusted, up.robot_id, cfg.fleet,
+                                    lambda: self._manager.serving.number,
+                                    lambda number, path: self._manager.offer(number, path, rollback=True),
+                                    installed_model=self.config.model_path, on_refused=self._on_command_refused)
+        self._downloader = ModelDownloader(cfg.directory, trusted, up.robot_id, lambda: self._manager.serving.number,
+                                           self._on_model_ready, DownloadOptions(fleet=cfg.fleet), commands=rollback)
         self._downloader.start()
         client = make_client(f"{up.client_id or 'seg-edge-' + up.robot_id}-models", username=up.username,
                              password=up.password, password_file=up.password_file, tls=up.tls,
@@ -187,6 +193,10 @@ class SegEdgeNode(Node):
                 "rolled_back", f"model {manifest.version} is for {got}, this node runs {want}; not used"))
             return
         self._manager.offer(manifest.version, path)
+
+    def _on_command_refused(self, message: str) -> None:
+        """A rollback command was refused (downloader thread): the current model keeps serving."""
+        self._on_model_change(self._manager.serving, ManagerStatus(self._manager.status.state, message))
 
     def _on_model_change(self, serving: ServingModel, status: ManagerStatus) -> None:
         self.model_version = serving.version
