@@ -222,7 +222,7 @@ def with_declared_size(data: bytes, width: int, height: int) -> bytes:
 @pytest.mark.parametrize("ext", [".jpg", ".png"])
 @pytest.mark.parametrize("width, height", [(20000, 20000), (65535, 1025), (0, 8), (8, 0)])  # 65535 * 1025 > MAX_PIXELS
 def test_declared_size_is_checked_before_decoding(ext, width, height):
-    # Regression (found by bench/fuzz.py): a 600-byte JPEG declaring 20000x20000 made
+    # Regression (found while writing bench/fuzz.py): a 600-byte JPEG declaring 20000x20000 made
     # OpenCV allocate and fill 2.5 GB, taking seconds, before the missing data showed.
     data = with_declared_size(compressed(smooth_rgb(8, 8), ext, "x").data.tobytes(), width, height)
     start = time.perf_counter()
