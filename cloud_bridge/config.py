@@ -49,9 +49,10 @@ class BrokerConfig:
 
 @dataclass(frozen=True)
 class ModelsConfig:
-    # Directory of RFNet checkpoints (*.pth). When it holds the model version a robot
-    # used, the bridge runs that model itself and fuses by logit vote; otherwise it
-    # votes with the robot's uploaded labels.
+    # Directory of RFNet checkpoints (*.pth), or the model publisher's directory
+    # (<version>/model.onnx). When it holds the model version a robot used, the bridge
+    # runs that model itself and fuses by logit vote; otherwise it votes with the
+    # robot's uploaded labels.
     directory: str = ""
     backend: str = "onnxruntime"
     input_height: int = 480

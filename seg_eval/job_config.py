@@ -1,0 +1,79 @@
+"""Settings of the main job (seg_eval.main_job): what data it generates, how the base
+model is trained, how the robot mines and how the lifelong update is trained and gated.
+
+Two presets: "full" is the README's main job (sized to finish in under 20 minutes on a
+2-core machine, setup included); "smoke" is the same pipeline on a few dozen tiny
+frames, for the test suite.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    old_task: str = "daylight_campus"   # the task the base model is trained on
+    new_task: str = "dim_underpass"     # the shifted domain the robot walks into
+    height: int = 240                   # camera resolution of the generated frames
+    width: int = 320
+    seed: int = 1
+    old_train: int = 240                # base-model training frames (old task)
+    old_val: int = 40                   # held-out old-task frames: model selection and the gate
+    new_val: int = 40                   # held-out new-task frames: the gate
+    test: int = 40                      # frames per task in each evaluation bag
+    walk: int = 160                     # the robot's walk through the new task (hard frames come from it)
+    bag_rate: float = 10.0              # frames per second of bag time
+    workers: int = 2                    # rendering processes
+
+
+@dataclass(frozen=True)
+class BaseTrainConfig:
+    epochs: int = 12
+    batch_size: int = 8
+    lr: float = 2e-3
+    input_height: int = 128             # also the node's input size
+    input_width: int = 160
+    seed: int = 0
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """One lifelong update (cloud_bridge.lifelong settings for the job)."""
+    epochs: int = 6
+    batch_size: int = 8
+    lr: float = 1e-3
+    rehearsal_ratio: float = 1.0        # old-task frames replayed per new frame
+    min_new_gain: float = 0.02          # gate: new-task mIoU must rise by this much
+    max_old_drop: float = 0.02          # gate: old-task mIoU may fall by at most this much
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    base: BaseTrainConfig = field(default_factory=BaseTrainConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    # The robot uploads at most 30 % of the frames of a 10 Hz stream (180 a minute).
+    mining: dict = field(default_factory=lambda: {"mining.policy": "confidence_fraction",
+                                                  "mining.budget_per_minute": 180.0, "mining.budget_burst": 3})
+    replay_rate: float = 1.0            # bag playback speed
+
+    def key(self, *parts: str) -> str:
+        """A short hash of the named sections, naming cached results."""
+        blob = json.dumps({p: dataclasses.asdict(getattr(self, p)) for p in parts}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+PRESETS = {
+    "full": JobConfig(),
+    "smoke": JobConfig(
+        data=DataConfig(height=96, width=128, old_train=24, old_val=8, new_val=8, test=8, walk=24, bag_rate=4.0),
+        base=BaseTrainConfig(epochs=2, batch_size=4, input_height=64, input_width=96),
+        update=UpdateConfig(epochs=2, batch_size=4, lr=1e-3, min_new_gain=0.0, max_old_drop=1.0),
+        mining={"mining.policy": "confidence_fraction", "mining.budget_per_minute": 6000.0,
+                "mining.budget_burst": 100}),
+}

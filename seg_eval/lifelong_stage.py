@@ -1,0 +1,75 @@
+"""One lifelong update inside the main job: the hard frames the robot uploaded on its
+walk become a training set (with the bridge's pseudo-labels, or with ground truth
+standing in for a human annotation service), cloud_bridge.lifelong fine-tunes and
+gates a candidate, and a published candidate is pushed to the running robot.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cloud_bridge.lifelong import GateDecision, LifelongTrainer
+from cloud_bridge.lifelong_config import (FineTuneConfig, GateConfig, LabelSourcesConfig, LifelongConfig,
+                                          RehearsalConfig, ReplayBufferConfig)
+from cloud_bridge.sample_store import SampleStore, SqliteSampleStore
+
+from .job_config import JobConfig
+from .job_data import JobData
+
+LABELS = ("pseudo", "gt")
+
+
+def training_store(source: SampleStore, uuids: list[str], directory: Path, task: str,
+                   truth_by_stamp: dict[int, np.ndarray] | None = None) -> SqliteSampleStore:
+    """A sample store holding the uploaded frames `uuids`, tagged with their task. With
+    truth_by_stamp, each frame's labels are replaced by the ground truth of its stamp."""
+    store = SqliteSampleStore(directory)
+    for uuid in uuids:
+        sample = source.get(uuid)
+        if truth_by_stamp is not None:
+            truth = truth_by_stamp.get(sample.stamp_ns)
+            if truth is None:
+                raise KeyError(f"no ground truth recorded for the uploaded frame {uuid} (stamp {sample.stamp_ns})")
+            sample = dataclasses.replace(sample, labels=truth, label_source="ground_truth")
+        store.put(dataclasses.replace(sample, tags={**sample.tags, "task": task}))
+    return store
+
+
+def lifelong_config(cfg: JobConfig, data: JobData, output_dir: Path) -> LifelongConfig:
+    u, b = cfg.update, cfg.base
+    return LifelongConfig(
+        output_dir=str(output_dir), min_new_samples=1,
+        old_task_index=str(data.old_val), new_task_index=str(data.new_val),
+        # Every uploaded frame trains: the gate's new-task data is the generated val split.
+        # Region-refined labels count as training labels here: there is no SAM checkpoint
+        # in the main job, and the point is to measure what such pseudo-labels buy.
+        buffer=ReplayBufferConfig(holdout_every=0, label_sources=LabelSourcesConfig(region=True)),
+        rehearsal=RehearsalConfig(index=str(data.old_train), ratio=u.rehearsal_ratio),
+        train=FineTuneConfig(epochs=u.epochs, batch_size=u.batch_size, lr=u.lr, input_height=b.input_height,
+                             input_width=b.input_width, freeze_bn=True, augment=True, seed=b.seed),
+        gate=GateConfig(min_new_gain=u.min_new_gain, max_old_drop=u.max_old_drop))
+
+
+@dataclass
+class UpdateRun:
+    labels: str                   # "pseudo" or "gt"
+    decision: GateDecision
+    train_frames: int             # uploaded frames it trained on
+
+
+def train_update(cfg: JobConfig, data: JobData, base: Path, store: SampleStore, labels: str,
+                 output_dir: Path) -> UpdateRun:
+    """Fine-tune the base model on `store` and gate the candidate (it is not pushed here)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.update.threads)
+    try:
+        trainer = LifelongTrainer(lifelong_config(cfg, data, output_dir), store, base, progress=True)
+        decision = trainer.run(f"main job: {labels} labels of the walk's uploaded frames")
+    finally:
+        torch.set_num_threads(threads)
+    return UpdateRun(labels, decision, decision.record["samples"]["new_training"])

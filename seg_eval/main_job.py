@@ -1,0 +1,211 @@
+"""The main job: a robot dog walks from a daylight campus into a dim underpass.
+
+  scripts/main_job.sh [--preset full|smoke]
+
+1. Renders the campus_sim data and bags (cached: seg_eval.job_data).
+2. Trains RFNet on the daylight task, or reuses the cached model (seg_eval.base_model).
+3. Starts a private mosquitto on a free loopback port, the cloud bridge, a model
+   publisher and the segmentation node (separate processes, private DDS domain).
+4. Replays each task's test bag through the node: edge-only masks and the refined
+   masks of the hard frames the bridge sent back (modes edge and edge + cloud).
+5. Replays the robot's walk through the underpass: its hard frames fill the cloud's
+   buffer. Twice, from the same base model: with the bridge's pseudo-labels, and with
+   ground truth standing in for human annotation, a lifelong update is fine-tuned,
+   gated, signed and pushed; the node takes it while a stream plays (the swap gap is
+   measured) and both test bags are replayed again (mode edge + cloud + lifelong).
+6. Writes report.json and report.html under runs/<timestamp>/ (runs/latest).
+
+Ctrl-C (or SIGTERM) stops every process it started.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .job_config import PRESETS, JobConfig
+from .job_data import JobData, prepare_data
+from .replay_eval import ROOT, EvalSession, ModeResult, ReplayConfig, read_recording, swap_gaps
+
+OLD, NEW = "old", "new"
+
+
+def say(msg: str) -> None:
+    print(f"[main-job {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def new_run_dir(runs: Path) -> Path:
+    run = runs / time.strftime("%Y%m%d-%H%M%S")
+    run.mkdir(parents=True, exist_ok=False)
+    latest = runs / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(run.name)
+    return run
+
+
+def _uploaded_during(store_dir: Path, stamps: set[int]) -> list[str]:
+    from cloud_bridge.sample_store import SqliteSampleStore
+
+    uuids, offset = [], 0
+    with SqliteSampleStore(store_dir) as store:
+        while page := store.list(limit=1000, offset=offset):
+            uuids += [i.frame_uuid for i in page if i.stamp_ns in stamps]
+            offset += len(page)
+    return uuids
+
+
+class _Updates:
+    """Signing key, trusted key folder and the model publisher of the run."""
+
+    def __init__(self, run: Path):
+        from segwire.model_keys import generate_keypair
+
+        self.key, pub = generate_keypair(run / "keys", "main-job")
+        self.trusted = run / "keys" / "trusted"
+        self.trusted.mkdir()
+        shutil.copy(pub, self.trusted)
+        self.publisher = None
+
+    def node_params(self, run: Path) -> dict:
+        return {"updates.enabled": "true", "updates.trusted_keys": self.trusted,
+                "updates.directory": run / "robot_models"}
+
+    def start(self, port: int, run: Path) -> None:
+        from cloud_bridge.config import BrokerConfig
+        from cloud_bridge.model_push import ModelPublisher
+        from segwire.model_keys import load_private_key
+
+        self.publisher = ModelPublisher(BrokerConfig(port=port), "default", run / "published",
+                                        load_private_key(self.key), "main-job")
+        self.publisher.start()
+        if not self.publisher.wait_subscribed(60):
+            raise RuntimeError("the model publisher did not connect to the local broker")
+
+    def stop(self) -> None:
+        if self.publisher is not None:
+            self.publisher.stop()
+
+
+def run_job(cfg: JobConfig, data: JobData, base: Path, run: Path) -> dict:
+    from cloud_bridge.lifelong_publish import CandidatePusher
+    from rfnet.engines import ModelSpec
+    from seg_edge_node.processes import wait_until
+
+    from .lifelong_stage import LABELS, train_update, training_store
+
+    b, d = cfg.base, cfg.data
+    session_dir = run / "session"
+    updates = _Updates(run)
+    rc = ReplayConfig(None, base, session_dir, mode="edge_cloud", input_height=b.input_height,
+                      input_width=b.input_width, rate=cfg.replay_rate, node_params=dict(cfg.mining), robot_id="dog1")
+    tests = {OLD: data.old_test_bag, NEW: data.new_test_bag}
+    results: dict[str, dict[str, ModeResult]] = {}
+    updates_info: dict[str, dict] = {}
+    say("starting mosquitto, the cloud bridge, the model publisher and the segmentation node")
+    with EvalSession(rc, updates.node_params(run)) as session:
+        try:
+            updates.start(session.broker.port, run)
+            results["before"] = {}
+            for task, bag in tests.items():
+                say(f"replaying the {_task_name(cfg, task)} test bag (edge, edge + cloud)")
+                results["before"][task] = session.replay(bag, f"before_{task}")
+            say(f"replaying the robot's walk through {d.new_task}: its hard frames go to the cloud")
+            results["walk"] = {NEW: session.replay(data.walk_bag, "walk")}
+            truth = read_recording(session_dir / "walk.mcap")["truth"]
+            uuids = _uploaded_during(session_dir / "store" / "samples", set(truth))
+            say(f"the bridge holds {len(uuids)} refined hard frames of the walk")
+            pusher = CandidatePusher(updates.publisher, ModelSpec(30, b.input_height, b.input_width, True))
+            for labels in LABELS:
+                with _live_store(session_dir) as live, \
+                        training_store(live, uuids, run / f"buffer_{labels}", d.new_task,
+                                       truth if labels == "gt" else None) as store:
+                    say(f"lifelong update with {'ground-truth' if labels == 'gt' else 'pseudo'} labels: "
+                        f"fine-tuning the base model on {len(uuids)} uploaded frames + rehearsal")
+                    t_trigger = time.monotonic()
+                    update = train_update(cfg, data, base, store, labels, run / f"lifelong_{labels}")
+                dec = update.decision
+                info = {"published": dec.published, "blocked_because": list(dec.reasons),
+                        "gate": dec.record["figures"], "train_frames": update.train_frames,
+                        "candidate": str(dec.candidate_path), "decision_record": str(dec.record_path),
+                        "train_s": dec.record["timings_s"]["total"]}
+                updates_info[labels] = info
+                if not dec.published:
+                    say(f"  the gate BLOCKED the candidate: {'; '.join(dec.reasons)}; the robot keeps its model")
+                    results[labels] = results["before"]   # the robot still serves the base model
+                    continue
+                pushed: dict = {}
+
+                def push_and_wait():
+                    pushed["version"] = version = pusher(dec.candidate_path, dec)
+                    say(f"  pushed model version {version}; waiting for the robot to swap while frames flow")
+                    wait_until(lambda: f"now serving model {version} " in session.node.log(), 300,
+                               f"the node to serve model {version}")
+                    pushed["serving_s"] = time.monotonic() - t_trigger
+
+                gaps = swap_gaps(session.stream(f"swap_{labels}", push_and_wait, d.bag_rate, d.height, d.width))
+                info.update({"version": pushed["version"], "update_cycle_s": pushed["serving_s"], **(gaps or {})})
+                say(f"  robot serves version {pushed['version']} {pushed['serving_s']:.0f} s after the trigger; "
+                    + (f"swap gap {gaps['swap_gap_ms']:.0f} ms vs largest normal gap {gaps['normal_gap_ms']:.0f} ms"
+                       if gaps else "the swap fell outside the stream (gap not measured)"))
+                results[labels] = {}
+                for task, bag in tests.items():
+                    say(f"  replaying the {_task_name(cfg, task)} test bag on the updated model")
+                    results[labels][task] = session.replay(bag, f"after_{labels}_{task}")
+        finally:
+            updates.stop()
+    return {"results": results, "updates": updates_info}
+
+
+def _live_store(session_dir: Path):
+    from cloud_bridge.sample_store import SqliteSampleStore
+    return SqliteSampleStore(session_dir / "store" / "samples")
+
+
+def _task_name(cfg: JobConfig, task: str) -> str:
+    return cfg.data.old_task if task == OLD else cfg.data.new_task
+
+
+def run_main_job(cfg: JobConfig, runs: Path) -> tuple[Path, dict]:
+    """The whole job into a new runs/<timestamp>/; returns it and the report."""
+    from .base_model import ensure_base_model
+    from .job_report import write_job_report
+
+    cache = runs / "cache"
+    run = new_run_dir(runs)
+    t0 = time.monotonic()
+    say(f"outputs in {run} ({runs / 'latest'})")
+    data = prepare_data(cfg, cache, say)
+    base = ensure_base_model(cfg, data, cache, say)
+    outcome = run_job(cfg, data, base, run)
+    return run, write_job_report(run, cfg, data, outcome, time.monotonic() - t0)
+
+
+def main(argv=None) -> int:
+    from .job_report import headline
+
+    ap = argparse.ArgumentParser(prog="scripts/main_job.sh", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="full")
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs", help="where runs/<timestamp>/ and the cache go")
+    args = ap.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so every process is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    t0 = time.monotonic()
+    say(f"preset {args.preset}")
+    try:
+        run, report = run_main_job(PRESETS[args.preset], args.runs)
+    except KeyboardInterrupt:
+        say("interrupted; every process it started is stopped")
+        return 130
+    say("done in %.1f min:\n%s" % ((time.monotonic() - t0) / 60, headline(report)))
+    say(f"report: {run / 'report.json'} and {run / 'report.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
