@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from multiprocessing import Pool
+import multiprocessing
 from pathlib import Path
 
 import cv2
@@ -57,7 +57,9 @@ def generate(out_dir: str | os.PathLike, task: str, count: int, seed: int, heigh
     bar = tqdm(total=count, desc=f"{t.name}/{split}", unit="frame", disable=not progress)
     if workers > 1:
         # Whole streets per worker: frames of one street share its cached layout.
-        with Pool(workers) as pool:
+        # Spawned, not forked: a fork copies the caller's locks, and one held by another
+        # thread at that moment (torch, OpenCV) deadlocks the worker.
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
             for i, frame in pool.imap_unordered(_render_one, jobs, chunksize=t.walk.frames_per_street):
                 lines[i] = write_frame(task_dir, f"{split}_{i:05d}", frame)
                 bar.update()

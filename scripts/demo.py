@@ -30,21 +30,11 @@ DDS_PROFILE = ROOT / "launch" / "fastdds_profile.xml"
 from rfnet.checkpoint import save_checkpoint  # noqa: E402
 from rfnet.network import RFNet  # noqa: E402
 from seg_edge_node.processes import Proc, node_command, python_module, ros_env, wait_serving  # noqa: E402
+from seg_eval.run_dirs import new_run_dir  # noqa: E402
 
 
 def say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
-
-
-def new_run_dir() -> Path:
-    runs = ROOT / "runs"
-    run = runs / time.strftime("%Y%m%d-%H%M%S")
-    run.mkdir(parents=True, exist_ok=True)
-    latest = runs / "latest"
-    if latest.is_symlink() or latest.exists():
-        latest.unlink()
-    latest.symlink_to(run.name)
-    return run
 
 
 def main() -> int:
@@ -57,7 +47,7 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=640)
     args = ap.parse_args()
 
-    run = new_run_dir()
+    run = new_run_dir(ROOT / "runs")
     say(f"outputs in {run}")
     checkpoint = args.checkpoint
     if checkpoint is None:

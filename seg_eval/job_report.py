@@ -74,10 +74,6 @@ def build_report(cfg: JobConfig, data: JobData, outcome: dict, seconds: float) -
     return report
 
 
-def _colour(labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    return lut[labels]
-
-
 def _overlays(run: Path, data: JobData) -> list[tuple[str, np.ndarray]]:
     """One new-task test frame: camera | truth | edge | edge + cloud | after the GT update."""
     lut = load_class_list().palette()
@@ -90,15 +86,14 @@ def _overlays(run: Path, data: JobData) -> list[tuple[str, np.ndarray]]:
     k = stamps.index(stamp)
     rgb_path = data.new_test_index.parent / data.new_test_index.read_text().split("\n")[k].split()[0]
     rgb = cv2.cvtColor(cv2.imread(str(rgb_path)), cv2.COLOR_BGR2RGB)
-    panels = [("camera", rgb), ("ground truth", _colour(before["truth"][stamp], lut)),
-              ("edge", _colour(before["edge"][stamp], lut)),
-              ("edge + cloud", _colour(before["refined"].get(stamp, before["edge"][stamp]), lut))]
+    panels = [("camera", rgb), ("ground truth", lut[before["truth"][stamp]]), ("edge", lut[before["edge"][stamp]]),
+              ("edge + cloud", lut[before["refined"].get(stamp, before["edge"][stamp])])]
     after_path = run / "session" / "after_gt_new.mcap"
     if after_path.exists():
         after = read_recording(after_path)
         later = sorted(after["edge"])
         if len(later) == len(stamps):
-            panels.append(("after the update (ground truth)", _colour(after["edge"][later[k]], lut)))
+            panels.append(("after the update (ground truth)", lut[after["edge"][later[k]]]))
     return panels
 
 

@@ -20,7 +20,7 @@ Ctrl-C (or SIGTERM) stops every process it started.
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import shutil
 import signal
 import sys
@@ -30,22 +30,13 @@ from pathlib import Path
 from .job_config import PRESETS, JobConfig
 from .job_data import JobData, prepare_data
 from .replay_eval import ROOT, EvalSession, ModeResult, ReplayConfig, read_recording, swap_gaps
+from .run_dirs import new_run_dir
 
 OLD, NEW = "old", "new"
 
 
 def say(msg: str) -> None:
     print(f"[main-job {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def new_run_dir(runs: Path) -> Path:
-    run = runs / time.strftime("%Y%m%d-%H%M%S")
-    run.mkdir(parents=True, exist_ok=False)
-    latest = runs / "latest"
-    if latest.is_symlink() or latest.exists():
-        latest.unlink()
-    latest.symlink_to(run.name)
-    return run
 
 
 def _uploaded_during(store_dir: Path, stamps: set[int]) -> list[str]:
@@ -185,6 +176,11 @@ def run_main_job(cfg: JobConfig, runs: Path) -> tuple[Path, dict]:
     return run, write_job_report(run, cfg, data, outcome, time.monotonic() - t0)
 
 
+def _interrupted(signum, frame):
+    # SIGTERM unwinds like Ctrl-C, so every process is stopped on the way out.
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     from .job_report import headline
 
@@ -193,8 +189,9 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", choices=sorted(PRESETS), default="full")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs", help="where runs/<timestamp>/ and the cache go")
     args = ap.parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C, so every process is stopped on the way out.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupted)
+    # The trainer's per-epoch figures and the lifelong gate's decision are INFO logs.
+    logging.basicConfig(level=logging.INFO, format="  %(message)s")
     t0 = time.monotonic()
     say(f"preset {args.preset}")
     try:

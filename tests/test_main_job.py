@@ -6,6 +6,7 @@ task (the full lifelong cycle of the design)."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,35 @@ def test_the_lifelong_update_lands_without_a_gap_and_helps_the_new_task(job):
     assert report["bwt"]["gt"] == pytest.approx(cm.miou() - report["miou_edge"][old])
     decision = json.loads(Path(update["decision_record"]).read_text())
     assert decision["published"] and decision["label_sources"]
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:   # exited meanwhile
+            continue
+        if text in args:
+            found.append(args)
+    return found
+
+
+def test_interrupting_the_job_leaves_no_processes_behind(job):
+    runs = job[0].parent   # its cache holds the data and base model: the job gets to its processes fast
+    proc = subprocess.Popen([sys.executable, "-m", "seg_eval.main_job", "--preset", "smoke", "--runs", str(runs)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out = []
+        for line in proc.stdout:
+            out.append(line)
+            if "test bag" in line:      # broker, bridge, publisher and node are up
+                break
+        run = (runs / "latest").resolve()
+        assert _processes_mentioning(str(run)), "".join(out)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(120) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _processes_mentioning(str(run)) == []
