@@ -20,27 +20,23 @@ Wire form: one UTF-8 JSON object with exactly these keys::
     key_id             str    which signing key
     signature          str    base64 Ed25519 signature over the canonical bytes
 
-The canonical bytes are as for manifests (every key but ``signature``, sorted, compact).
+The canonical bytes are as for manifests (segwire.signed_json: every key but ``signature``, sorted, compact).
 A robot acts on a command only if its sequence is above the last one it acted on, so a
 recorded command cannot be replayed later to undo a newer decision; the same command
 delivered again (the retained copy, after a reconnect) is recognised by its signature.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .errors import WireError
 from .model_manifest import KEY_ID
-from .payload import _load_json
+from .signed_json import SignedRecordError, dump_json, sign_record, verify_signed_json
 from .topics import _check_name, validate_robot_id
 
 COMMANDS = ("rollback",)
@@ -49,13 +45,9 @@ MAX_ROBOTS = 1000
 _U32_MAX, _I63_MAX = 2**32 - 1, 2**63 - 1
 
 
-class CommandError(WireError):
+class CommandError(SignedRecordError):
     """A command that must not be acted on. ``reason``: oversized, malformed,
     unknown_key or bad_signature (short codes for counters and status)."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -110,7 +102,7 @@ class RollbackCommand:
         return self.target_version < version <= self.withdrawn_through
 
     def to_bytes(self) -> bytes:
-        return _dump(dataclasses.asdict(self))
+        return dump_json(dataclasses.asdict(self))
 
 
 def rollback_command(fleet: str, sequence: int, target_version: int, withdrawn_through: int,
@@ -121,50 +113,14 @@ def rollback_command(fleet: str, sequence: int, target_version: int, withdrawn_t
                            issued_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), reason=reason)
 
 
-def _canonical(command: RollbackCommand) -> bytes:
-    fields = dataclasses.asdict(command)
-    del fields["signature"]
-    return _dump(fields)
-
-
 def sign_command(command: RollbackCommand, private_key: Ed25519PrivateKey, key_id: str) -> RollbackCommand:
-    unsigned = dataclasses.replace(command, key_id=key_id, signature="")
-    signature = private_key.sign(_canonical(unsigned))
-    return dataclasses.replace(unsigned, signature=base64.b64encode(signature).decode("ascii"))
+    return sign_record(command, private_key, key_id)
 
 
 def verify_command(data: bytes, trusted_keys: dict[str, Ed25519PublicKey]) -> RollbackCommand:
     """Parse and authenticate a command received from anywhere; CommandError otherwise."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise CommandError("malformed", f"command must be bytes, got {type(data).__name__}")
-    if len(data) > MAX_COMMAND_BYTES:
-        raise CommandError("oversized", f"command is {len(data)} bytes, above the limit {MAX_COMMAND_BYTES}")
-    try:
-        obj = _load_json(bytes(data), "command")
-    except WireError as e:
-        raise CommandError("malformed", str(e)) from None
-    names = {f.name for f in dataclasses.fields(RollbackCommand)}
-    # Every key is required and no other is allowed: all accepted bytes are signed.
-    if set(obj) != names:
-        missing, unknown = sorted(names - set(obj)), sorted(set(obj) - names)
-        raise CommandError("malformed", "command " + "; ".join(
-            part for part in (missing and f"lacks {', '.join(missing)}",
-                              unknown and f"has unknown key(s) {', '.join(unknown)}") if part))
-    command = RollbackCommand(**obj)
-    if not command.key_id:
-        raise CommandError("malformed", "command is not signed (empty key_id)")
-    public_key = trusted_keys.get(command.key_id)
-    if public_key is None:
-        raise CommandError("unknown_key", f"signed with key {command.key_id!r}, which this robot does not trust "
-                                          f"(trusted: {', '.join(sorted(trusted_keys)) or 'none'})")
-    try:
-        public_key.verify(base64.b64decode(command.signature, validate=True), _canonical(command))
-    except (binascii.Error, ValueError):
-        raise CommandError("bad_signature", "signature is not base64") from None
-    except InvalidSignature:
-        raise CommandError("bad_signature", f"the signature does not verify under key {command.key_id!r}: "
-                                            "the command was altered or signed by another key") from None
-    return command
+    return verify_signed_json(data, trusted_keys, record_type=RollbackCommand, noun="command",
+                              max_bytes=MAX_COMMAND_BYTES, error=CommandError)
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
@@ -173,7 +129,3 @@ def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
     if not lo <= value <= hi:
         raise CommandError("malformed", f"{name} = {value} is outside {lo}..{hi}")
 
-
-def _dump(obj: dict) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")

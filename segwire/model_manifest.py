@@ -49,11 +49,8 @@ drop it, whoever holds it can sign models for them.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -61,12 +58,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .errors import WireError
 from .model_transfer import ModelLimits
-from .payload import _load_json
+from .signed_json import SignedRecordError, dump_json, sign_record, verify_signed_json
 
 FORMATS = ("onnx",)
 _U32_MAX = 2**32 - 1
@@ -75,14 +70,10 @@ KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # also a file name (model_keys)
 _SPEC_FIELDS = {"num_classes": int, "input_height": int, "input_width": int, "use_depth": bool}
 
 
-class ManifestError(WireError):
+class ManifestError(SignedRecordError):
     """A manifest that must not be used. ``reason`` is a short code for counters and
     status (oversized, malformed, unknown_key, bad_signature, inconsistent, too_large,
     chunk_size); the message says what is wrong for people."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -132,59 +123,20 @@ class ModelManifest:
 
     def to_bytes(self) -> bytes:
         """The wire form, signature included."""
-        return _dump(dataclasses.asdict(self))
-
-
-def canonical_bytes(manifest: ModelManifest) -> bytes:
-    """What the signature covers: every field but ``signature``, canonical JSON."""
-    fields = dataclasses.asdict(manifest)
-    del fields["signature"]
-    return _dump(fields)
+        return dump_json(dataclasses.asdict(self))
 
 
 def sign_manifest(manifest: ModelManifest, private_key: Ed25519PrivateKey, key_id: str) -> ModelManifest:
     """The manifest with ``key_id`` set and signed by ``private_key``."""
-    unsigned = dataclasses.replace(manifest, key_id=key_id, signature="")
-    signature = private_key.sign(canonical_bytes(unsigned))
-    return dataclasses.replace(unsigned, signature=base64.b64encode(signature).decode("ascii"))
+    return sign_record(manifest, private_key, key_id)
 
 
 def verify_manifest(manifest_bytes: bytes, trusted_keys: dict[str, Ed25519PublicKey],
                     limits: ModelLimits = ModelLimits()) -> ModelManifest:
     """Parse, authenticate and check a manifest received from anywhere; ManifestError
     (with a ``reason``) for anything that must not be used."""
-    if not isinstance(manifest_bytes, (bytes, bytearray, memoryview)):
-        raise ManifestError("malformed", f"manifest must be bytes, got {type(manifest_bytes).__name__}")
-    if len(manifest_bytes) > limits.max_manifest_bytes:  # before parsing: JSON parsing costs memory
-        raise ManifestError("oversized", f"manifest is {len(manifest_bytes)} bytes, above the limit "
-                                         f"{limits.max_manifest_bytes}")
-    try:
-        obj = _load_json(bytes(manifest_bytes), "manifest")
-    except WireError as e:
-        raise ManifestError("malformed", str(e)) from None
-    names = [f.name for f in dataclasses.fields(ModelManifest)]
-    missing = [n for n in names if n not in obj]
-    unknown = sorted(set(obj) - set(names))
-    if missing or unknown:
-        raise ManifestError("malformed", "manifest " + "; ".join(
-            part for part in (missing and f"lacks {', '.join(missing)}",
-                              unknown and f"has unknown key(s) {', '.join(unknown)}") if part))
-    manifest = ModelManifest(**obj)
-    if not manifest.key_id:
-        raise ManifestError("malformed", "manifest is not signed (empty key_id)")
-    public_key = trusted_keys.get(manifest.key_id)
-    if public_key is None:
-        raise ManifestError("unknown_key", f"signed with key {manifest.key_id!r}, which this robot does not "
-                                           f"trust (trusted: {', '.join(sorted(trusted_keys)) or 'none'})")
-    try:
-        signature = base64.b64decode(manifest.signature, validate=True)
-    except (binascii.Error, ValueError):
-        raise ManifestError("bad_signature", "signature is not base64") from None
-    try:
-        public_key.verify(signature, canonical_bytes(manifest))
-    except InvalidSignature:
-        raise ManifestError("bad_signature", f"the signature does not verify under key {manifest.key_id!r}: "
-                                             "the manifest was altered or signed by another key") from None
+    manifest = verify_signed_json(manifest_bytes, trusted_keys, record_type=ModelManifest, noun="manifest",
+                                  max_bytes=limits.max_manifest_bytes, error=ManifestError)
     check_manifest(manifest, limits)
     return manifest
 
@@ -237,11 +189,6 @@ def iter_chunks(stream: BinaryIO, chunk_size: int) -> Iterator[bytes]:
 
 
 # --- field checks
-
-
-def _dump(obj: dict) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
 
 
 def _check_str(name: str, value: Any) -> str:

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from segwire import (CHUNK_MAGIC, ModelChunk, ModelLimits, ModelRequest, ModelStatus, TransferError, decode_chunk,
+from segwire import (CHUNK_MAGIC, ModelChunk, ModelLimits, ModelStatus, TransferError, decode_chunk,
                      decode_model_status, decode_request, encode_chunk, encode_model_status, encode_request)
 from segwire.model_manifest import ManifestError, ModelManifest, sign_manifest, verify_manifest
 

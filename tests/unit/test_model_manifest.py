@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from segwire import ModelLimits, WireError
 from segwire.model_keys import (KeyFileError, generate_keypair, load_private_key, load_trusted_keys, main)
-from segwire.model_manifest import (ManifestError, ModelManifest, build_manifest, canonical_bytes,
-                                    sign_manifest, verify_manifest)
+from segwire.model_manifest import ManifestError, ModelManifest, build_manifest, sign_manifest, verify_manifest
+from segwire.signed_json import canonical_bytes
 
 SPEC = {"num_classes": 30, "input_height": 480, "input_width": 640, "use_depth": True}
 LIMITS = ModelLimits(min_chunk_size=1024)
