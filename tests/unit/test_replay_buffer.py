@@ -65,6 +65,20 @@ def test_eviction_takes_least_trusted_labels_first_oldest_first(store):
     assert store.count() == 4
 
 
+def test_a_full_buffer_evicts_in_batches_below_the_cap(store):
+    buffer = ReplayBuffer(store, ReplayBufferConfig(max_samples=40))
+    for i in range(40):
+        buffer.add(make_sample(i))
+    assert store.count() == 40 and not buffer.evictions
+    buffer.add(make_sample(40))
+    # 5 % below the cap at once: the next inserts find room without listing the buffer.
+    assert store.count() == 38 and buffer.evictions == {"sam": 3}
+    assert [e.uuid for e in buffer.entries()][0] == "frame-0003"   # the oldest went
+    buffer.add(make_sample(41))
+    buffer.add(make_sample(42))
+    assert store.count() == 40 and buffer.evictions == {"sam": 3}
+
+
 def test_labels_are_never_replaced_by_less_trusted_ones(store):
     buffer = ReplayBuffer(store)
     buffer.add(make_sample(0, "human"))
