@@ -20,8 +20,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from bridge_processes import make_hard_frame
 from cloud_bridge.config import BrokerConfig, ConfigError
 from cloud_bridge.local_run import BridgeRunner, LocalBroker, free_port
-from segwire import (encode_hard_frame, hard_topic, make_client, model_chunk_topic, model_request_topic,
-                     model_status_topic, models_manifest_topic, refined_topic, status_topic)
+from segwire import (hard_topic, make_client, model_chunk_topic, model_request_topic, model_status_topic,
+                     models_manifest_topic, refined_topic, status_topic)
 from segwire.dev_pki import BRIDGE_IDENTITY, PUBLISHER_IDENTITY, PkiError, PkiRequest, generate
 
 pytestmark = pytest.mark.timeout(240)

@@ -18,7 +18,7 @@ from ros_processes import NODE_EXE, PARAMS_FILE, Proc, node_command, python_modu
 from segwire import decode_model_status, fleet_command_topic, make_client, model_status_topic
 from segwire.model_command import rollback_command, sign_command
 from segwire.model_keys import generate_keypair, load_private_key
-from test_model_update_e2e import SPEC, H, W, fine_tuned_onnx
+from test_model_update_e2e import SPEC, fine_tuned_onnx, updating_node_params
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(480)]
 
@@ -56,11 +56,7 @@ def test_signed_rollback_goes_back_and_forged_or_replayed_commands_are_refused(t
     key = load_private_key(key_path)
     broker = LocalBroker(tmp_path / "broker").start()
     env = ros_env(tmp_path)
-    params = {"model_path": reference_checkpoint, "input_height": H, "input_width": W,
-              "cache_dir": tmp_path / "cache", "uplink.host": "127.0.0.1", "uplink.port": broker.port,
-              "uplink.robot_id": "dog1", "uplink.spool_dir": tmp_path / "spool",
-              "mining.budget_per_minute": 0.0, "updates.enabled": "true",
-              "updates.trusted_keys": trusted, "updates.directory": tmp_path / "models"}
+    params = updating_node_params(tmp_path, reference_checkpoint, broker.port)
     published = tmp_path / "published"
     publisher = ModelPublisher(BrokerConfig(port=broker.port), "default", published, key, "fleet-2026")
     watcher = StatusWatcher(broker.port, "dog1")

@@ -23,7 +23,7 @@ from rfnet.checkpoint import load_checkpoint
 from ros_processes import NODE_EXE, PARAMS_FILE, Proc, node_command, python_module, ros_env, wait_serving, wait_until
 from seg_edge_node.model_manager import ModelManager, file_version
 from segwire.model_keys import generate_keypair, load_private_key
-from test_model_update_e2e import SPEC, H, W, fine_tuned_onnx
+from test_model_update_e2e import SPEC, fine_tuned_onnx, updating_node_params
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(420)]
 
@@ -56,11 +56,7 @@ def test_a_node_killed_around_a_swap_restarts_on_the_old_or_the_new_model(tmp_pa
     models = tmp_path / "models"
     broker = LocalBroker(tmp_path / "broker").start()
     env = ros_env(tmp_path)
-    params = {"model_path": reference_checkpoint, "input_height": H, "input_width": W,
-              "cache_dir": tmp_path / "cache", "uplink.host": "127.0.0.1", "uplink.port": broker.port,
-              "uplink.robot_id": "dog1", "uplink.spool_dir": tmp_path / "spool",
-              "mining.budget_per_minute": 0.0, "updates.enabled": "true",
-              "updates.trusted_keys": tmp_path / "trusted", "updates.directory": models}
+    params = updating_node_params(tmp_path, reference_checkpoint, broker.port)
     publisher = ModelPublisher(BrokerConfig(port=broker.port), "default", tmp_path / "published",
                                load_private_key(key_path), "fleet-2026")
     node = Proc("node", node_command(NODE_EXE, PARAMS_FILE, params), env, tmp_path)

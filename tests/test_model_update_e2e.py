@@ -34,6 +34,16 @@ def fine_tuned_onnx(checkpoint, path, seed):
     return export_onnx(model, ModelSpec(30, H, W, True), path)
 
 
+def updating_node_params(tmp_path, checkpoint, broker_port: int) -> dict:
+    """A node that serves ``checkpoint``, takes model updates from the local broker signed
+    by a key in tmp_path/trusted, keeps them in tmp_path/models and mines no frames."""
+    return {"model_path": checkpoint, "input_height": H, "input_width": W,
+            "cache_dir": tmp_path / "cache", "uplink.host": "127.0.0.1", "uplink.port": broker_port,
+            "uplink.robot_id": "dog1", "uplink.spool_dir": tmp_path / "spool",
+            "mining.budget_per_minute": 0.0, "updates.enabled": "true",
+            "updates.trusted_keys": tmp_path / "trusted", "updates.directory": tmp_path / "models"}
+
+
 def test_pushed_model_goes_live_without_a_gap(tmp_path, reference_checkpoint):
     signing, trusted, rogue = tmp_path / "signing", tmp_path / "trusted", tmp_path / "rogue"
     key, pub = generate_keypair(signing, "fleet-2026")
@@ -42,11 +52,7 @@ def test_pushed_model_goes_live_without_a_gap(tmp_path, reference_checkpoint):
     rogue_key, _ = generate_keypair(rogue, "fleet-2026")      # same id, different key
     broker = LocalBroker(tmp_path / "broker").start()
     env = ros_env(tmp_path)
-    params = {"model_path": reference_checkpoint, "input_height": H, "input_width": W,
-              "cache_dir": tmp_path / "cache", "uplink.host": "127.0.0.1", "uplink.port": broker.port,
-              "uplink.robot_id": "dog1", "uplink.spool_dir": tmp_path / "spool",
-              "mining.budget_per_minute": 0.0, "updates.enabled": "true",
-              "updates.trusted_keys": trusted, "updates.directory": tmp_path / "models"}
+    params = updating_node_params(tmp_path, reference_checkpoint, broker.port)
     node = Proc("node", node_command(NODE_EXE, PARAMS_FILE, params), env, tmp_path)
     publisher = ModelPublisher(BrokerConfig(port=broker.port), "default", tmp_path / "published",
                                load_private_key(key), "fleet-2026")

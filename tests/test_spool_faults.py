@@ -179,7 +179,8 @@ def test_tiny_spool_without_broker_keeps_serving_drops_oldest_and_delivers_the_r
     recorder = Proc("recorder", python_module("seg_edge_node.result_recorder", "--out", tmp_path / "rec",
                                               "--no-labels", "--duration", 300), env, tmp_path)
     wait_until(lambda: "recorder ready" in recorder.log(), 60, "the recorder")
-    wait_until(lambda: diagnostics(diag_path), 60, "the first diagnostics message")
+    wait_until(lambda: diagnostics(diag_path) or not diag.alive(), 60, "the first diagnostics message")
+    assert diagnostics(diag_path), f"the diagnostics log exited before the first message:\n{diag.log()}"
     camera = Proc("camera", python_module("seg_edge_node.synthetic_camera", "--width", CAM_W, "--height", CAM_H,
                                           "--rate", 4, "--count", FRAMES, "--distinct", 8), env, tmp_path)
     assert camera.wait(120) == 0, camera.log()
