@@ -46,13 +46,17 @@ def write_frame(task_dir: Path, name: str, frame: Frame) -> str:
 
 
 def generate(out_dir: str | os.PathLike, task: str, count: int, seed: int, height: int = 480, width: int = 640,
-             split: str = "train", workers: int = 1, progress: bool = True) -> Path:
-    """Render frames 0..count-1 of `task` (see split_seed) into out_dir/<task>; returns the index file."""
+             split: str = "train", workers: int = 1, progress: bool = True, stride: int = 1) -> Path:
+    """Render frames 0, stride, 2*stride, ... (count of them) of `task` (see split_seed) into
+    out_dir/<task>; returns the index file. A stride spreads a small set over more streets
+    (each street is `frames_per_street` consecutive frames)."""
     t = get_task(task)
     task_dir = Path(out_dir) / t.name
     for m in MODALITIES:
         (task_dir / m).mkdir(parents=True, exist_ok=True)
-    jobs = [(t.name, i, split_seed(seed, split), height, width) for i in range(count)]
+    if stride < 1:
+        raise ValueError(f"stride must be 1 or more, got {stride}")
+    jobs = [(t.name, i * stride, split_seed(seed, split), height, width) for i in range(count)]
     lines = [""] * count
     bar = tqdm(total=count, desc=f"{t.name}/{split}", unit="frame", disable=not progress)
     if workers > 1:
@@ -60,12 +64,15 @@ def generate(out_dir: str | os.PathLike, task: str, count: int, seed: int, heigh
         # Spawned, not forked: a fork copies the caller's locks, and one held by another
         # thread at that moment (torch, OpenCV) deadlocks the worker.
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for i, frame in pool.imap_unordered(_render_one, jobs, chunksize=t.walk.frames_per_street):
+            chunk = max(1, t.walk.frames_per_street // stride)
+            for index, frame in pool.imap_unordered(_render_one, jobs, chunksize=chunk):
+                i = index // stride
                 lines[i] = write_frame(task_dir, f"{split}_{i:05d}", frame)
                 bar.update()
     else:
         for job in jobs:
-            i, frame = _render_one(job)
+            index, frame = _render_one(job)
+            i = index // stride
             lines[i] = write_frame(task_dir, f"{split}_{i:05d}", frame)
             bar.update()
     bar.close()

@@ -55,7 +55,8 @@ def prepare_data(cfg: JobConfig, cache: Path, say=print) -> JobData:
     for task, split, count in ((d.old_task, "train", d.old_train), (d.old_task, "val", d.old_val),
                                (d.old_task, "test", d.test), (d.new_task, "walk", d.walk),
                                (d.new_task, "val", d.new_val), (d.new_task, "test", d.test)):
-        generate(root, task, count, d.seed, d.height, d.width, split, d.workers)
+        stride = d.train_stride if split == "train" else d.eval_stride
+        generate(root, task, count, d.seed, d.height, d.width, split, d.workers, stride=stride)
     (root / "bags").mkdir()
     for index, bag in ((data.old_test_index, data.old_test_bag), (data.new_test_index, data.new_test_bag),
                        (data.walk_index, data.walk_bag)):

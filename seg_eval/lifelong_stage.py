@@ -49,7 +49,7 @@ def lifelong_config(cfg: JobConfig, data: JobData, output_dir: Path) -> Lifelong
         buffer=ReplayBufferConfig(holdout_every=0, label_sources=LabelSourcesConfig(region=True)),
         rehearsal=RehearsalConfig(index=str(data.old_train), ratio=u.rehearsal_ratio),
         train=FineTuneConfig(epochs=u.epochs, batch_size=u.batch_size, lr=u.lr, input_height=b.input_height,
-                             input_width=b.input_width, freeze_bn=True, augment=True, seed=b.seed),
+                             input_width=b.input_width, freeze_bn=u.freeze_bn, augment=True, seed=b.seed),
         gate=GateConfig(min_new_gain=u.min_new_gain, max_old_drop=u.max_old_drop))
 
 
