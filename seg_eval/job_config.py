@@ -47,10 +47,12 @@ class BaseTrainConfig:
 @dataclass(frozen=True)
 class UpdateConfig:
     """One lifelong update (cloud_bridge.lifelong settings for the job)."""
-    epochs: int = 6
+    epochs: int = 8
     batch_size: int = 8
-    lr: float = 1e-3
-    rehearsal_ratio: float = 1.0        # old-task frames replayed per new frame
+    lr: float = 5e-4
+    # Old-task frames replayed per new frame. Measured on this job (ground-truth labels):
+    # at 1.0 the old task lost 2.6 mIoU points and the gate blocked; at 2.0 it lost 0.4.
+    rehearsal_ratio: float = 2.0
     # The dim task's images need BatchNorm statistics of their own, and batches of 8
     # mixing new and rehearsal frames are large enough to estimate them: measured on
     # this job, +2.2 new-task mIoU points with BatchNorm learning vs +0.7 frozen.

@@ -85,7 +85,6 @@ class _Updates:
 def run_job(cfg: JobConfig, data: JobData, base: Path, run: Path) -> dict:
     from cloud_bridge.lifelong_publish import CandidatePusher
     from rfnet.engines import ModelSpec
-    from seg_edge_node.processes import wait_until
 
     from .lifelong_stage import LABELS, train_update, training_store
 
@@ -127,22 +126,9 @@ def run_job(cfg: JobConfig, data: JobData, base: Path, run: Path) -> dict:
                 updates_info[labels] = info
                 if not dec.published:
                     say(f"  the gate BLOCKED the candidate: {'; '.join(dec.reasons)}; the robot keeps its model")
-                    results[labels] = results["before"]   # the robot still serves the base model
+                    results[labels] = results["before"]   # no update from these labels: the base figures stand
                     continue
-                pushed: dict = {}
-
-                def push_and_wait():
-                    pushed["version"] = version = pusher(dec.candidate_path, dec)
-                    say(f"  pushed model version {version}; waiting for the robot to swap while frames flow")
-                    wait_until(lambda: f"now serving model {version} " in session.node.log(), 300,
-                               f"the node to serve model {version}")
-                    pushed["serving_s"] = time.monotonic() - t_trigger
-
-                gaps = swap_gaps(session.stream(f"swap_{labels}", push_and_wait, d.bag_rate, d.height, d.width))
-                info.update({"version": pushed["version"], "update_cycle_s": pushed["serving_s"], **(gaps or {})})
-                say(f"  robot serves version {pushed['version']} {pushed['serving_s']:.0f} s after the trigger; "
-                    + (f"swap gap {gaps['swap_gap_ms']:.0f} ms vs largest normal gap {gaps['normal_gap_ms']:.0f} ms"
-                       if gaps else "the swap fell outside the stream (gap not measured)"))
+                info.update(_land_update(session, pusher, dec, t_trigger, d, labels))
                 results[labels] = {}
                 for task, bag in tests.items():
                     say(f"  replaying the {_task_name(cfg, task)} test bag on the updated model")
@@ -150,6 +136,27 @@ def run_job(cfg: JobConfig, data: JobData, base: Path, run: Path) -> dict:
         finally:
             updates.stop()
     return {"results": results, "updates": updates_info}
+
+
+def _land_update(session: EvalSession, pusher, decision, t_trigger: float, d, labels: str) -> dict:
+    """Push a published candidate while a camera stream plays and wait until the node
+    serves it; the version, the update cycle time and the frame gaps around the swap."""
+    from seg_edge_node.processes import wait_until
+
+    pushed: dict = {}
+
+    def push_and_wait():
+        pushed["version"] = version = pusher(decision.candidate_path, decision)
+        say(f"  pushed model version {version}; waiting for the robot to swap while frames flow")
+        wait_until(lambda: f"now serving model {version} " in session.node.log(), 300,
+                   f"the node to serve model {version}")
+        pushed["update_cycle_s"] = time.monotonic() - t_trigger
+
+    gaps = swap_gaps(session.stream(f"swap_{labels}", push_and_wait, d.bag_rate, d.height, d.width))
+    say(f"  robot serves version {pushed['version']} {pushed['update_cycle_s']:.0f} s after the trigger; "
+        + (f"swap gap {gaps['swap_gap_ms']:.0f} ms vs largest normal gap {gaps['normal_gap_ms']:.0f} ms"
+           if gaps else "no frame was published on one side of the swap (gap not measured)"))
+    return {**pushed, **(gaps or {})}
 
 
 def _live_store(session_dir: Path):
