@@ -197,6 +197,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=Path, default=ROOT / "runs", help="where runs/<timestamp>/ and the cache go")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupted)
+    # A job started in the background by a shell inherits SIGINT ignored; Ctrl-C must work.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # The trainer's per-epoch figures and the lifelong gate's decision are INFO logs.
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
     t0 = time.monotonic()
