@@ -13,6 +13,7 @@ import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 
@@ -37,7 +38,7 @@ def main() -> int:
     try:
         while rclpy.ok() and not stop["now"]:
             rclpy.spin_once(node, timeout_sec=0.2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):   # Ctrl-C, or SIGINT caught by rclpy
         pass
     finally:
         out.close()

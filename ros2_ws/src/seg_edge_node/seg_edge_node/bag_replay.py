@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import rclpy
 from rclpy.duration import Duration
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -255,7 +256,7 @@ def main(argv=None) -> int:
     except BagError as e:
         print(f"bag_replay: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):   # Ctrl-C, or SIGINT caught by rclpy
         pass
     finally:
         if replayer is not None:

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -158,7 +159,7 @@ def main(argv=None) -> int:
                 while time.monotonic() < linger_end:
                     rclpy.spin_once(node, timeout_sec=0.1)
                 break
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):   # Ctrl-C, or SIGINT caught by rclpy
         pass
     finally:
         node.save()

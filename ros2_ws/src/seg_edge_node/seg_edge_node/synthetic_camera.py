@@ -17,6 +17,7 @@ import time
 import cv2
 import numpy as np
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -154,7 +155,7 @@ def main(argv=None) -> int:
             # spin_once returns early when there is work; sleep the rest of the period.
             time.sleep(max(0.0, next_t - time.monotonic()))
         time.sleep(0.5)   # let reliable deliveries of the last frames complete
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):   # Ctrl-C, or SIGINT caught by rclpy
         pass
     finally:
         node.destroy_node()
