@@ -17,8 +17,9 @@ from .replay_eval import read_recording
 from .report import write_report
 
 OLD, NEW = "old", "new"
-MODES = (("before", "edge"), ("before", "edge + cloud"), ("pseudo", "after update (pseudo-labels)"),
-         ("gt", "after update (ground truth)"))
+# Per-class IoU columns: (which replays, what is scored).
+COLUMNS = (("before", "edge"), ("before", "edge + cloud"), ("pseudo", "after update (pseudo-labels)"),
+           ("gt", "after update (ground truth)"))
 
 
 def _transfer(before: dict, after: dict) -> dict:
@@ -102,7 +103,7 @@ def write_job_report(run: Path, cfg: JobConfig, data: JobData, outcome: dict, se
     res = outcome["results"]
     names = {OLD: cfg.data.old_task, NEW: cfg.data.new_task}
     ious, latency = {}, {}
-    for key, mode in MODES:
+    for key, mode in COLUMNS:
         for task in (NEW, OLD):
             r = res[key][task]
             cm = r.final if mode == "edge + cloud" else r.edge

@@ -156,3 +156,28 @@ def test_a_changed_model_file_is_not_trusted_at_start(setup, tmp_path):
     with open(paths[4], "ab") as f:
         f.write(b"tampered")
     assert ModelManager.persisted(tmp_path / "mgr") is None
+
+
+def test_an_offer_before_the_first_camera_frame_waits_for_one(models, tmp_path):
+    """After a restart the kept download is offered before the camera's first frame."""
+    root, shared = models
+    pipeline = SegmentationPipeline(build(shared["base"]), PreprocessConfig(64, 96))
+    target = tmp_path / "mgr" / "versions" / "1" / "model.onnx"
+    target.parent.mkdir(parents=True)
+    shutil.copy(shared[1], target)
+
+    def manager(wait_s):
+        return ModelManager(ModelManagerConfig(directory=str(tmp_path / "mgr"), canary_wait_s=wait_s), pipeline,
+                            ServingModel(0, file_version(shared["base"]), shared["base"]), build)
+    impatient = manager(0.2)
+    impatient.offer(1, target)
+    settle(impatient)
+    assert impatient.serving.number == 0 and "no camera frame in 0.2 s" in impatient.status.last_error
+
+    patient = manager(60.0)
+    patient.offer(1, target)
+    time.sleep(0.5)
+    assert patient._busy.locked() and patient.serving.number == 0   # waiting, not failed
+    pipeline.run(*synthetic_frame(0, 120, 160))
+    settle(patient)
+    assert patient.serving.number == 1 and patient.status.state == "serving"

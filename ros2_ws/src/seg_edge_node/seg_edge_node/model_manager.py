@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -39,6 +40,7 @@ class ModelManagerConfig:
     fleet: str = "default"
     keep_versions: int = 3              # model versions kept on disk (serving one included)
     canary_min_agreement: float = 0.3   # share of canary pixels where old and new model agree
+    canary_wait_s: float = 60.0         # how long a new model waits for a camera frame to be tested on
 
     def validate(self) -> None:
         if not self.enabled:
@@ -51,6 +53,8 @@ class ModelManagerConfig:
                              "(the serving model and one to roll back to)")
         if not 0.0 <= self.canary_min_agreement <= 1.0:
             raise ValueError(f"parameter updates.canary_min_agreement={self.canary_min_agreement}: use [0, 1]")
+        if not 0.0 <= self.canary_wait_s < float("inf"):
+            raise ValueError(f"parameter updates.canary_wait_s={self.canary_wait_s}: use a finite time >= 0 s")
 
 
 @dataclass(frozen=True)
@@ -167,9 +171,13 @@ class ModelManager:
                 self._busy.release()
 
     def _canary(self, engine: SegmentationEngine) -> str:
-        canary = self.pipeline.canary
+        # A model kept on disk is offered again right after a restart, before the camera's
+        # first frame: wait for one (this is the background update thread).
+        deadline = time.monotonic() + self.cfg.canary_wait_s
+        while (canary := self.pipeline.canary) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
         if canary is None:
-            return "no camera frame seen yet to test it on"
+            return f"no camera frame in {self.cfg.canary_wait_s:g} s to test it on"
         rgb, depth, serving_labels = canary
         new = engine.infer(rgb, depth)
         if new.labels.shape != serving_labels.shape:
