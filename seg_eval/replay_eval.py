@@ -119,7 +119,11 @@ def _counter(diag: dict, name: str) -> int:
 def score_recording(recorded_bag: Path, mode: str, num_classes: int, baseline: dict | None = None) -> ModeResult:
     """Match the recorded node outputs to the replayed ground truth and compute the metrics.
     `baseline`: the node's diagnostics before this replay (its counters only grow)."""
-    rec = read_recording(recorded_bag)
+    return score(read_recording(recorded_bag), mode, num_classes, baseline)
+
+
+def score(rec: dict, mode: str, num_classes: int, baseline: dict | None = None) -> ModeResult:
+    """score_recording of a recording already read (read_recording)."""
     truth, edge, refined, diag = rec["truth"], rec["edge"], rec["refined"], rec["diag"]
     base = baseline or {}
     edge_cm, final_cm = ConfusionMatrix(num_classes), ConfusionMatrix(num_classes)
@@ -201,8 +205,9 @@ class EvalSession:
                 self.wait_cloud_idle()
         recorded = self._record(name, python_module("seg_edge_node.bag_replay", bag, "--rate", rate or self.cfg.rate),
                                 play)
-        result = score_recording(recorded, self.cfg.mode, self.cfg.num_classes, self._baseline)
-        self._baseline = read_recording(recorded)["diag"] or self._baseline
+        rec = read_recording(recorded)
+        result = score(rec, self.cfg.mode, self.cfg.num_classes, self._baseline)
+        self._baseline = rec["diag"] or self._baseline
         return result
 
     def stream(self, name: str, during: Callable[[], None], rate_hz: float, height: int, width: int,

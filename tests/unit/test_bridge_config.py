@@ -25,6 +25,12 @@ def test_shipped_example_is_complete_and_equals_the_defaults():
     ("refinement:\n  sam:\n    checkpoint: 3\n", "expected a path string"),
     ("broker: [1, 2]\n", "broker must be a mapping"),
     ("workers: [\n", "not valid YAML"),
+    ("lifelong:\n  buffer:\n    holdout_every: 1\n", "holdout_every=1"),
+    ("lifelong:\n  buffer:\n    label_sources: {human: false, ground_truth: false, sam: false}\n",
+     "enable at least one source"),
+    ("lifelong:\n  min_new_samples: 0\n", "min_new_samples=0"),
+    ("lifelong:\n  train:\n    lr: 0\n", "train.lr=0"),
+    ("lifelong:\n  gate:\n    max_drop: 0.1\n", "unknown key(s) ['max_drop'] in lifelong.gate"),
 ])
 def test_bad_files_are_explained(tmp_path, text, message):
     path = tmp_path / "bridge.yaml"

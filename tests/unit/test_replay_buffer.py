@@ -1,6 +1,6 @@
 """The replay buffer over a real SqliteSampleStore: eviction order and counters, label
 source preference, the held-out split, the trigger's new-frame count, the dataset
-adapter, the CLI (list, show, import-labels, stats) and the lifelong config section.
+adapter, the CLI (list, show, import-labels, stats). (The lifelong config section's errors: test_bridge_config.py.)
 
     .venv/bin/python -m pytest tests/unit/test_replay_buffer.py -q
 """
@@ -15,7 +15,6 @@ import cv2
 import numpy as np
 import pytest
 
-from cloud_bridge.config import ConfigError, load_bridge_config
 from cloud_bridge.lifelong_config import LabelSourcesConfig, ReplayBufferConfig
 from cloud_bridge.replay_buffer import ReplayBuffer, is_held_out, main
 from cloud_bridge.sample_store import Sample, SqliteSampleStore
@@ -235,19 +234,3 @@ def test_cli_import_labels(filled, tmp_path, capsys):
 def test_cli_explains_a_missing_store(tmp_path, capsys):
     assert main(["--store", str(tmp_path / "nope"), "stats"]) == 2
     assert "no sample store at" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("text,message", [
-    ("lifelong:\n  buffer:\n    holdout_every: 1\n", "holdout_every=1"),
-    ("lifelong:\n  buffer:\n    label_sources: {human: false, ground_truth: false, sam: false}\n",
-     "enable at least one source"),
-    ("lifelong:\n  min_new_samples: 0\n", "min_new_samples=0"),
-    ("lifelong:\n  train:\n    lr: 0\n", "train.lr=0"),
-    ("lifelong:\n  gate:\n    max_drop: 0.1\n", "unknown key(s) ['max_drop'] in lifelong.gate"),
-])
-def test_lifelong_config_errors_are_explained(tmp_path, text, message):
-    path = tmp_path / "bridge.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as err:
-        load_bridge_config(path)
-    assert message in str(err.value)

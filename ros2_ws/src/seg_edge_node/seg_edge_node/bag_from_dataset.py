@@ -24,13 +24,15 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import cv2
 import numpy as np
 import yaml
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
+
+from segdata import DatasetError
+from segdata.ianvs_index import IndexEntry, parse_index
 
 from .bag_io import STORAGES, BagError, open_writer
 from .image_conversion import mono8_to_image, rgb_to_image
@@ -47,28 +49,19 @@ DEFAULT_HFOV_DEG = 69.0
 CAMERA_YAML_KEYS = ("fx", "fy", "cx", "cy", "width", "height")
 
 
-class Sample(NamedTuple):
-    line: int
-    rgb: Path
-    depth: Path | None
-    label: Path
+Sample = IndexEntry   # one index line: line number, rgb, depth (or None), label paths
 
 
 def read_index(index: Path) -> list[Sample]:
-    """Parse an Ianvs index file; every referenced file must exist."""
+    """Parse an Ianvs index file (segdata's parser); every referenced file must exist."""
     if not index.is_file():
         raise BagError(f"index file {index} does not exist")
-    samples, missing = [], []
-    for number, line in enumerate(index.read_text().splitlines(), 1):
-        fields = line.split()
-        if not fields or fields[0].startswith("#"):
-            continue
-        if len(fields) not in (2, 3):
-            raise BagError(f"{index}:{number}: expected 'rgb.png [depth.png] label.png', got {len(fields)} "
-                           f"fields: {line!r}")
-        paths = [index.parent / f for f in fields]
-        missing += [f"{index}:{number}: {p}" for p in paths if not p.is_file()]
-        samples.append(Sample(number, paths[0], paths[1] if len(paths) == 3 else None, paths[-1]))
+    try:
+        samples = parse_index(index)
+    except DatasetError as e:
+        raise BagError(f"{e} (expected 'rgb.png [depth.png] label.png', paths relative to {index.parent})") from None
+    missing = [f"{index}:{s.line}: {p}" for s in samples for p in (s.rgb, s.depth, s.label)
+               if p is not None and not p.is_file()]
     if missing:
         raise BagError(f"{len(missing)} file(s) named in the index do not exist (paths are relative to "
                        f"{index.parent}):\n  " + "\n  ".join(missing[:10]))
