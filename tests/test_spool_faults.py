@@ -188,8 +188,11 @@ def test_tiny_spool_without_broker_keeps_serving_drops_oldest_and_delivers_the_r
     def last() -> dict:
         return (diagnostics(diag_path) or [{}])[-1]
 
-    # Every frame the node segmented has reached the spool (or was dropped from it).
-    wait_until(lambda: int(last().get("uplink_submitted", -1)) == int(last().get("hard_frames", -2))
+    # Every frame the node received is through the model (the camera's exit does not mean
+    # the last frame is), and every one it segmented has reached the spool (or was dropped from it).
+    wait_until(lambda: int(last().get("frames_segmented", -3)) + int(last().get("frames_skipped_stale", 0))
+               == int(last().get("rgb_received", -1))
+               and int(last().get("uplink_submitted", -1)) == int(last().get("hard_frames", -2))
                == int(last().get("frames_segmented", -3))
                and int(last().get("uplink_spool_entries", 0)) + int(last().get("uplink_spool_dropped_oldest", 0))
                + int(last().get("uplink_spool_errors", 0)) == int(last().get("uplink_submitted", -1)),
