@@ -47,11 +47,21 @@ if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
 fi
 req_hash=$(hash_of "${req_files[@]}")
 if [ "$(cat "$VENV/.setup-requirements" 2>/dev/null)" != "$req_hash" ]; then
-  log "installing pinned Python packages (first run: several minutes, about 6 GB)"
-  quiet_pip install -q --upgrade pip
-  quiet_pip install -q -r "$ROOT/requirements.txt"
-  [ $gpu = 1 ] && { log "GPU found: installing requirements-gpu.txt"; quiet_pip install -q -r "$ROOT/requirements-gpu.txt"; }
-  quiet_pip install -q --no-deps -e "$ROOT"
+  # Measured on a fresh venv: 6.5 GB installed (torch's CUDA libraries are most of it; there is
+  # no CPU torchvision on PyPI to pair with a CPU torch), 6.9 GB at the peak of the install.
+  need_gb=8
+  free_gb=$(df -Pk "$VENV" | awk 'NR==2 {print int($4 / 1048576)}')
+  if [ ! -d "$VENV/lib/python3.11/site-packages/torch" ] && [ "$free_gb" -lt "$need_gb" ]; then
+    echo "[setup] the Python packages need about $need_gb GB of free disk under $VENV; it has $free_gb GB." >&2
+    echo "[setup] Free some space there (or clone the project onto a larger disk) and run this again." >&2
+    exit 1
+  fi
+  log "installing pinned Python packages (first run: a few minutes, about 6.5 GB)"
+  # No pip cache: it would keep another 3 GB of wheels that only a requirements change reuses.
+  quiet_pip install -q --no-cache-dir --upgrade pip
+  quiet_pip install -q --no-cache-dir -r "$ROOT/requirements.txt"
+  [ $gpu = 1 ] && { log "GPU found: installing requirements-gpu.txt"; quiet_pip install -q --no-cache-dir -r "$ROOT/requirements-gpu.txt"; }
+  quiet_pip install -q --no-cache-dir --no-deps -e "$ROOT"
   # The message wheels' CMake exports name the wheel builder's include dirs.
   "$PY" "$ROOT/scripts/fix_ros_wheel_cmake_paths.py" "$VENV"
   rm -f "$VENV/.setup-ros-packages"   # rebuild against the new wheels
