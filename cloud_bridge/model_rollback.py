@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from durable_files import makedirs_durable, write_atomic
 from segwire import fleet_command_topic, make_client
-from segwire.model_command import CommandError, RollbackCommand, rollback_command, sign_command
+from segwire.model_command import CommandError, RollbackCommand, rollback_command, sign_command, verify_command
 
 from .config import BrokerConfig, ConfigError, load_bridge_config
 
@@ -74,6 +74,12 @@ def issue_rollback(broker: BrokerConfig, model_dir: str | Path, private_key: Ed2
                    fleet: str, target: int, robots=(), reason: str = "", timeout_s: float = 30.0) -> RollbackCommand:
     """Sign and publish (retained, QoS 1) a rollback to `target`; returns once the broker has it."""
     command = sign_command(next_command(model_dir, fleet, target, robots, reason), private_key, key_id)
+    # Checked as a robot checks it (a long --reason or robot list can pass the size limit):
+    # a command every robot refuses would still replace the retained one they act on.
+    try:
+        verify_command(command.to_bytes(), {key_id: private_key.public_key()})
+    except CommandError as e:
+        raise RollbackError(f"robots would refuse this command: {e}") from e
     # Recorded before sending: a crash after the send must not hand out its sequence again.
     makedirs_durable(Path(model_dir))
     write_atomic(Path(model_dir) / STATE_FILE, (json.dumps(dataclasses.asdict(command), indent=2) + "\n").encode())
