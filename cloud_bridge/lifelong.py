@@ -346,6 +346,9 @@ class LifelongTrainer:
         write_atomic(self.output_dir / MARKER_FILE, (json.dumps(data) + "\n").encode())
 
 
+BROKER_WAIT_S = 15.0   # --publish: how long to wait for the broker before training
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Retrain RFNet on the replay buffer when enough new frames arrived; "
                                              "publish the candidate only if the gate passes.")
@@ -414,6 +417,11 @@ def _candidate_pusher(args, bridge, storage: Path):
     broker = dataclasses.replace(bridge.broker, client_id="")
     publisher = ModelPublisher(broker, args.fleet, args.model_dir or storage / "published", key, key_id)
     publisher.start()
+    # Found out now, not after the training time: a push needs the broker.
+    if not publisher.wait_subscribed(BROKER_WAIT_S):
+        publisher.stop()
+        raise ValueError(f"the broker at {broker.host}:{broker.port} did not answer in {BROKER_WAIT_S:g}s "
+                         f"(check the config's broker section); nothing was trained")
     return publisher, CandidatePusher(publisher, spec)
 
 
@@ -451,8 +459,9 @@ def _run(args, config: LifelongConfig, store_dir: Path, pusher, publisher) -> in
         print(f"  BWT {d.bwt:+.4f}  FWT {d.fwt:+.4f}")
         print(f"  checkpoint {d.candidate_path}\n  record {d.record_path}")
     if version is not None:
-        print(f"  pushed to fleet {publisher.fleet!r} as model version {version} "
-              f"({publisher.model_dir / str(version)})")
+        where = (f"pushed to fleet {publisher.fleet!r}" if publisher.stats()["connected"] else
+                 f"stored for fleet {publisher.fleet!r} (broker lost; announced when the publisher reconnects)")
+        print(f"  {where} as model version {version} ({publisher.model_dir / str(version)})")
         _serve(publisher, args.serve_for)
     return 0
 

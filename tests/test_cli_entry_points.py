@@ -195,7 +195,13 @@ def test_lifelong_publish_refuses_bad_arguments_before_training(tmp_path, broker
     assert no_store.returncode == 2, no_store.stderr
     assert f"lifelong: no sample store at {tmp_path / 'nowhere'}" in no_store.stderr
 
-    for refused in (no_key, no_store):
+    no_broker = run_module("cloud_bridge.lifelong", "--config", bridge_yaml(
+        tmp_path / "closed.yaml", port := free_port(), lifelong_setup["lifelong"]), *base[2:], "--publish",
+        "--signing-key", key_files[0], "--model-dir", tmp_path / "published-closed")
+    assert no_broker.returncode == 2, no_broker.stderr
+    assert f"lifelong: --publish: the broker at 127.0.0.1:{port} did not answer" in no_broker.stderr
+
+    for refused in (no_key, no_store, no_broker):
         assert "Traceback" not in refused.stderr and "candidate" not in refused.stdout
     assert not (lifelong_setup["storage"] / "lifelong").exists(), "a refused run trained or wrote a marker"
     assert not model_dir.exists()
