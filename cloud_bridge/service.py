@@ -11,6 +11,12 @@ Samples go in through the replay buffer, so its size cap (lifelong.buffer.max_sa
 holds after every insert: the least trusted, oldest samples are evicted first.
 Malformed payloads are logged, counted and acknowledged (redelivery cannot fix
 them); a frame whose refinement fails is kept in <storage_dir>/failed/.
+
+broker.receive_maximum (MQTT 5 Receive Maximum) caps the frames the broker hands over
+unacknowledged, so a backlog waits in the broker and the inbox holds at most that many,
+provided the broker honours it: mosquitto 2.0.11 (Debian 12) does not once PUBACKs flow
+(each PUBACK for the oldest frame in flight releases receive_maximum more). Frames past
+the cap are still processed and acknowledged; stats count them (over_receive_maximum).
 """
 from __future__ import annotations
 
@@ -38,7 +44,8 @@ from .sample_store import Sample, SampleStore, SqliteSampleStore
 
 log = logging.getLogger("cloud_bridge")
 
-COUNTERS = ("received", "refined", "rejected", "duplicate", "failed", "published", "publish_deferred")
+COUNTERS = ("received", "refined", "rejected", "duplicate", "failed", "published", "publish_deferred",
+            "over_receive_maximum")
 
 
 class BridgeService:
@@ -51,6 +58,8 @@ class BridgeService:
         self.counters = {name: 0 for name in COUNTERS}
         self._lock = threading.Lock()
         self._inbox: queue.Queue = queue.Queue()
+        self._connection = 0     # counts lost connections: which one delivered a frame
+        self._unacked = 0        # frames this connection delivered at QoS 1 and we have not acknowledged
         self._running = False
         self._connected = threading.Event()
         self._subscribed = threading.Event()
@@ -117,6 +126,9 @@ class BridgeService:
         self._write_stats()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        with self._lock:
+            self._connection += 1
+            self._unacked = 0
         self._connected.clear()
         self._subscribed.clear()
         if self._running:
@@ -124,7 +136,21 @@ class BridgeService:
 
     def _on_message(self, client, userdata, message) -> None:
         # Network thread: hand over and return; the PUBACK waits for the worker.
-        self._inbox.put((message.mid, message.topic, message.payload))
+        limit = self.config.broker.receive_maximum
+        warn = False
+        with self._lock:
+            connection = self._connection
+            if message.qos:
+                self._unacked += 1
+                if self._unacked > limit:
+                    self.counters["over_receive_maximum"] += 1
+                    warn, unacked = self.counters["over_receive_maximum"] == 1, self._unacked
+        if warn:
+            log.warning("the broker sent %d unacknowledged frames, more than broker.receive_maximum=%d (mosquitto "
+                        "2.0.11 does once PUBACKs flow): the backlog now waits in this bridge's memory, not in the "
+                        "broker. Nothing is lost; use a broker that honours Receive Maximum, or receive_maximum: 1",
+                        unacked, limit)
+        self._inbox.put((connection, message.mid, message.qos, message.topic, message.payload))
 
     # -- work ----------------------------------------------------------------------------
     def _work(self) -> None:
@@ -132,14 +158,27 @@ class BridgeService:
             item = self._inbox.get()
             if item is None:
                 return
-            mid, topic, payload = item
+            connection, mid, qos, topic, payload = item
             try:
                 self._process(topic, payload)
             except Exception:  # a bug must not stop the bridge; the frame is kept for a look
                 self._count("failed")
                 log.exception("refining a frame from %s failed; payload kept in %s", topic, self._storage / "failed")
                 self._keep_failed(payload)
-            self.client.ack(mid, 1)
+            self._ack(connection, mid, qos)
+
+    def _ack(self, connection: int, mid: int, qos: int) -> None:
+        # QoS 0 has no packet id: a PUBACK for it is a protocol error the broker disconnects for.
+        # A frame from a lost connection is not acknowledged: with the session kept, the broker
+        # resends it under the same packet id and that copy gets the PUBACK; two PUBACKs for one
+        # id widen the broker's window past receive_maximum, or acknowledge a frame given the id
+        # since, before it is stored. With the session lost, the id may name a new frame already.
+        # Under the lock, so that a connection lost meanwhile is never sent this PUBACK.
+        with self._lock:
+            if qos == 0 or connection != self._connection:
+                return
+            self._unacked -= 1
+            self.client.ack(mid, qos)
 
     def _process(self, topic: str, payload: bytes) -> None:
         try:
