@@ -36,7 +36,11 @@ class BrokerConfig:
     session_expiry_s: int = 7 * 24 * 3600
     client_id: str = ""            # default "cloud-bridge-<bridge_id>"; stable, unique per replica
     share_group: str = "bridges"   # replicas in one group split the hard frames
-    receive_maximum: int = 4       # unacknowledged frames the broker may hand us at once
+    # Unacknowledged frames the broker may hand us at once. 1: the value every mosquitto 2.0
+    # keeps (2.0.11 overruns larger ones), and with one worker per replica and the broker
+    # next to the bridge, waiting a loopback round trip per frame costs nothing next to a
+    # refinement. Raise it on a broker that keeps it (2.0.21 does) and a far-away broker.
+    receive_maximum: int = 1
 
     def validate(self) -> None:
         if self.receive_maximum < 1:

@@ -174,10 +174,10 @@ def test_a_flood_waits_in_the_broker_and_each_frame_is_stored_and_acknowledged_o
         assert sorted(bridge.acked[0]) == sorted(bridge.delivered[0]) and len(set(bridge.delivered[0])) == FLOOD
 
         if receive_maximum > 1 and not broker_keeps_receive_maximum():
+            # The broker's bug (see broker_keeps_receive_maximum): the bridge's part is to
+            # count the overrun and still store and acknowledge every frame once (above).
             assert stats["over_receive_maximum"] > 0 and bridge.most_unacked > receive_maximum
-            pytest.xfail(f"mosquitto {'.'.join(map(str, mosquitto_version()))} had up to {bridge.most_unacked} "
-                         f"frames unacknowledged at the bridge with receive_maximum={receive_maximum} once PUBACKs "
-                         f"flowed (the inbox held {bridge.inbox.most}); the bridge counted them")
+            return
         assert bridge.most_unacked <= receive_maximum, "the broker handed over more than receive_maximum"
         assert bridge.inbox.most <= receive_maximum
         assert stats["over_receive_maximum"] == 0
