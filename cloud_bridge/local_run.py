@@ -88,6 +88,7 @@ class LocalBroker:
                 return self
             except OSError:
                 time.sleep(0.05)
+        self.stop()   # the caller never gets hold of it
         raise TimeoutError(f"mosquitto did not listen on port {self.port}: {self.log()}")
 
     def stop(self, timeout: float = 10.0) -> None:

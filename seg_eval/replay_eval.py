@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .interrupts import interrupts_deferred
 from .metrics import ConfusionMatrix, latency_percentiles, samples_transfer_ratio
 
 MODES = ("edge", "edge_cloud")
@@ -153,7 +154,7 @@ class EvalSession:
         self.cfg, self.updates = cfg, updates or {}
         self.work = Path(cfg.work_dir)
         self.broker = self.bridge = self.node = None
-        self._procs: list = []
+        self._children: list = []    # processes, broker and bridge, in start order
         self._baseline: dict = {}
         self._replays = 0
 
@@ -178,19 +179,18 @@ class EvalSession:
         params = {"model_path": cfg.model, "input_height": cfg.input_height, "input_width": cfg.input_width,
                   "cache_dir": work / "cache", **cfg.node_params}
         if cfg.mode == "edge_cloud" or self.updates:
-            self.broker = LocalBroker(work / "broker").start()
+            self.broker = self._start(lambda: LocalBroker(work / "broker").start())
             params.update({"uplink.host": "127.0.0.1", "uplink.port": self.broker.port,
                            "uplink.robot_id": cfg.robot_id, "uplink.spool_dir": work / "spool", **self.updates})
             if cfg.mode == "edge":   # the uplink is there for the models: no frames go up
                 params["mining.budget_per_minute"] = 0.0
         if cfg.mode == "edge_cloud":
-            self.bridge = BridgeRunner(work, "eval", work / "store",
-                                       {"broker.port": self.broker.port, **cfg.bridge_settings}).start()
+            self.bridge = self._start(lambda: BridgeRunner(work, "eval", work / "store", {
+                "broker.port": self.broker.port, **cfg.bridge_settings}).start())
             self.bridge.wait_subscribed()
         exe = cfg.node_exe or ROOT / ".venv" / "lib" / "seg_edge_node" / "seg_edge_node"
-        self.node = Proc("node", node_command(exe, cfg.params_file or ROOT / "launch" / "edge_params.yaml", params),
-                         self.env, work)
-        self._procs.append(self.node)
+        command = node_command(exe, cfg.params_file or ROOT / "launch" / "edge_params.yaml", params)
+        self.node = self._start(lambda: Proc("node", command, self.env, work))
         wait_serving(self.node)
 
     def replay(self, bag: Path, name: str, rate: float | None = None) -> ModeResult:
@@ -233,16 +233,14 @@ class EvalSession:
         from seg_edge_node.processes import Proc, python_module, wait_until
 
         recorded = self.work / f"{name}.mcap"
-        recorder = Proc(f"record_{name}", python_module("seg_edge_node.bag_record", "--out", recorded,
-                                                        "--topics", *RECORDED), self.env, self.work)
-        self._procs.append(recorder)
+        recorder = self._start(lambda: Proc(f"record_{name}", python_module(
+            "seg_edge_node.bag_record", "--out", recorded, "--topics", *RECORDED), self.env, self.work))
         try:
             wait_until(lambda: "recording" in recorder.log() or not recorder.alive(), 60, "the recorder")
             if not recorder.alive():
                 raise RuntimeError(f"the bag recorder exited:\n{recorder.log()}")
             time.sleep(1.0)   # discovery of the recorder by the node's publishers
-            source = Proc(f"source_{name}", source_cmd, self.env, self.work)
-            self._procs.append(source)
+            source = self._start(lambda: Proc(f"source_{name}", source_cmd, self.env, self.work))
             try:
                 drive(source)
             finally:
@@ -262,14 +260,16 @@ class EvalSession:
             return s.get("queued", 1) == 0 and answered >= s.get("received", 0)
         wait_until(idle, timeout, "the bridge to finish")
 
+    def _start(self, start: Callable):
+        """Start a child and note it for stop(), with no interrupt in between."""
+        with interrupts_deferred():
+            child = start()
+            self._children.append(child)
+        return child
+
     def stop(self) -> None:
-        for p in reversed(self._procs):
-            p.stop()
-        self._procs.clear()
-        if self.bridge is not None:
-            self.bridge.stop()
-        if self.broker is not None:
-            self.broker.stop()
+        while self._children:
+            self._children.pop().stop()
 
 
 def run_replay(cfg: ReplayConfig) -> ModeResult:
