@@ -65,6 +65,14 @@ def no_processes_left_behind():
     local_run.stop_started_since(marks[1])
 
 
+@pytest.fixture
+def broker(tmp_path):
+    """A private mosquitto on a free loopback port, stopped after the test."""
+    from cloud_bridge.local_run import LocalBroker
+    with LocalBroker(tmp_path / "broker") as b:
+        yield b
+
+
 @pytest.fixture(scope="session")
 def reference_checkpoint(tmp_path_factory) -> Path:
     return write_ianvs_checkpoint(tmp_path_factory.mktemp("ckpt") / "pretrain_model.pth",

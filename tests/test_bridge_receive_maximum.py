@@ -20,7 +20,7 @@ import pytest
 
 from bridge_processes import RobotClient, make_hard_frame
 from cloud_bridge.config import BridgeConfig, BrokerConfig
-from cloud_bridge.local_run import LocalBroker, mosquitto_binary
+from cloud_bridge.local_run import mosquitto_binary
 from cloud_bridge.refiner import Refinement
 from cloud_bridge.sample_store import SqliteSampleStore
 from cloud_bridge.service import BridgeService
@@ -129,12 +129,6 @@ class Bridge:
 
     def stored(self) -> list[str]:
         return [info.frame_uuid for info in self.store.list(limit=1000)]
-
-
-@pytest.fixture
-def broker(tmp_path):
-    with LocalBroker(tmp_path / "broker") as b:
-        yield b
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from segwire import fleet_command_topic, make_client
 from segwire.model_command import verify_command
 from segwire.model_keys import generate_keypair, load_private_key, load_public_key
 from test_lifelong import new_task_sample, write_index
-from test_lifelong_publish import ManifestWatcher, broker, candidate  # noqa: F401  (broker: a fixture)
+from test_lifelong_publish import ManifestWatcher, candidate
 
 pytestmark = pytest.mark.timeout(240)
 REPO_ROOT = Path(__file__).resolve().parents[1]

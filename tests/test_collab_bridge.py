@@ -6,18 +6,11 @@ import subprocess
 import pytest
 
 from bridge_processes import RobotClient, make_hard_frame, start_bridge
-from cloud_bridge.local_run import LocalBroker
 from cloud_bridge.sample_store import SqliteSampleStore
 from seg_edge_node.processes import wait_until
 from segwire import encode_hard_frame, hard_topic
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def broker(tmp_path):
-    with LocalBroker(tmp_path / "broker") as b:
-        yield b
 
 
 def stored_uuids(storage) -> set[str]:

@@ -16,7 +16,6 @@ import torch
 from cloud_bridge.config import BrokerConfig
 from cloud_bridge.lifelong import GateDecision, TaskScores
 from cloud_bridge.lifelong_publish import CandidatePusher, CandidatePushError
-from cloud_bridge.local_run import LocalBroker
 from cloud_bridge.model_push import ModelPublisher
 from rfnet.checkpoint import save_checkpoint
 from rfnet.engines import ModelSpec
@@ -35,12 +34,6 @@ def one_torch_thread():
     torch.set_num_threads(1)   # a shared 2-core machine: two threads mostly wait for each other
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture
-def broker(tmp_path):
-    with LocalBroker(tmp_path / "broker") as b:
-        yield b
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_bridge.config import BrokerConfig
-from cloud_bridge.local_run import LocalBroker
 from cloud_bridge.model_push import ModelPublisher, PublishError, ServeOptions
 from seg_edge_node.model_download import DownloadOptions, ModelDownloader, MqttModelLink
 from segwire import (ModelChunk, decode_model_status, encode_chunk, make_client, model_chunk_topic,
@@ -41,12 +40,6 @@ def wait_until(predicate, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
-
-
-@pytest.fixture
-def broker(tmp_path):
-    with LocalBroker(tmp_path / "broker") as b:
-        yield b
 
 
 @pytest.fixture(scope="module")
