@@ -20,7 +20,9 @@ def interrupts_deferred():
         yield   # signals are handled in the main thread only: nothing can land here
         return
     caught: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in DEFERRED}
+    # A handler installed outside Python (getsignal gives None) could not be put back: leave it.
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
+                for sig in DEFERRED if signal.getsignal(sig) is not None}
     try:
         yield
     finally:

@@ -14,7 +14,15 @@ def _deliver(sig: int) -> None:
     time.sleep(0.05)   # Python runs handlers between bytecodes: give it the chance
 
 
-def test_ctrl_c_inside_the_block_is_raised_after_it_finished():
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own SIGINT handler, whatever an earlier test of this process installed."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_inside_the_block_is_raised_after_it_finished(ctrl_c_raises):
     done = []
     with pytest.raises(KeyboardInterrupt):
         with interrupts_deferred():
