@@ -117,14 +117,10 @@ def _counter(diag: dict, name: str) -> int:
     return int(float(diag.get(name, 0)))
 
 
-def score_recording(recorded_bag: Path, mode: str, num_classes: int, baseline: dict | None = None) -> ModeResult:
-    """Match the recorded node outputs to the replayed ground truth and compute the metrics.
-    `baseline`: the node's diagnostics before this replay (its counters only grow)."""
-    return score(read_recording(recorded_bag), mode, num_classes, baseline)
-
-
 def score(rec: dict, mode: str, num_classes: int, baseline: dict | None = None) -> ModeResult:
-    """score_recording of a recording already read (read_recording)."""
+    """Match the recorded node outputs (read_recording) to the replayed ground truth and
+    compute the metrics. `baseline`: the node's diagnostics before this replay (its
+    counters only grow)."""
     truth, edge, refined, diag = rec["truth"], rec["edge"], rec["refined"], rec["diag"]
     base = baseline or {}
     edge_cm, final_cm = ConfusionMatrix(num_classes), ConfusionMatrix(num_classes)
