@@ -9,6 +9,7 @@ to; `SqliteSampleStore` is the embedded default. Its layout under the store dire
     samples/<uuid[:2]>/<uuid>/rgb.<token>.png        8-bit RGB
                               depth.<token>.png      16-bit millimetres, 0 = invalid
                               edge_labels.<token>.png, labels.<token>.png   8-bit class ids
+                              label_confidence.<token>.png   8-bit, 255 = certain, if any
                               raw.<token>.bin        the raw payload, if any
 
 Crash safety: a put writes its files (temp, fsync, rename, directory fsync) before it
@@ -47,7 +48,7 @@ FILTERS = ("robot_id", "label_source", "frame_id", "edge_model_version", "mining
 # The uuid becomes a directory name: nothing that could climb out of it or hide.
 _UUID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{1,127}$")
 _MAX_DEPTH_M = 65.535  # the largest distance a 16-bit millimetre PNG can hold
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: label_confidence
 
 
 class SampleStoreError(Exception):
@@ -73,6 +74,9 @@ class Sample:
     labels: np.ndarray          # (H, W) uint8, the refined (target) labels
     tags: dict[str, str] = field(default_factory=dict)
     raw_payload: bytes | None = None
+    # (H, W) uint8, how sure the refiner is of each pixel of `labels` (255 = certain);
+    # None for labels without one (human, ground truth). Trainers ignore unsure pixels.
+    label_confidence: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class SampleInfo:
     width: int
     has_depth: bool
     has_raw_payload: bool
+    has_label_confidence: bool = False
 
 
 class SampleStore(abc.ABC):
@@ -120,8 +125,10 @@ class SampleStore(abc.ABC):
         """Metadata in the order samples were stored."""
 
     @abc.abstractmethod
-    def update_labels(self, frame_uuid: str, labels: np.ndarray, label_source: str) -> bool:
-        """Replace the target labels (e.g. by a human's); False if the uuid is unknown."""
+    def update_labels(self, frame_uuid: str, labels: np.ndarray, label_source: str,
+                      confidence: np.ndarray | None = None) -> bool:
+        """Replace the target labels (e.g. by a human's) and their confidence (None: the new
+        labels are taken as certain); False if the uuid is unknown."""
 
     @abc.abstractmethod
     def delete(self, frame_uuid: str) -> bool:
@@ -156,6 +163,8 @@ def validate_sample(s: Sample) -> None:
     hw = s.rgb.shape[:2]
     _check_labels("edge_labels", s.edge_labels, hw)
     _check_labels("labels", s.labels, hw)
+    if s.label_confidence is not None:
+        _check_labels("label_confidence", s.label_confidence, hw)
     if s.depth_m is not None and not (isinstance(s.depth_m, np.ndarray) and s.depth_m.shape == hw
                                       and np.issubdtype(s.depth_m.dtype, np.floating)):
         raise ValueError(f"depth_m must be None or a float {hw} array, got {_describe(s.depth_m)}")
@@ -200,14 +209,17 @@ CREATE TABLE IF NOT EXISTS samples (
     depth_path TEXT,
     edge_labels_path TEXT NOT NULL,
     labels_path TEXT NOT NULL,
-    raw_path TEXT
+    raw_path TEXT,
+    label_confidence_path TEXT
 );
 CREATE INDEX IF NOT EXISTS samples_robot_id ON samples(robot_id);
 CREATE INDEX IF NOT EXISTS samples_label_source ON samples(label_source);
 """
 _META_COLUMNS = ("frame_uuid", "robot_id", "stamp_ns", "frame_id", "edge_model_version", "mining_policy",
                  "mining_score", "label_source", "refiner", "received_at", "tags", "height", "width")
-_FILE_COLUMNS = ("rgb_path", "depth_path", "edge_labels_path", "labels_path", "raw_path")
+_FILE_COLUMNS = ("rgb_path", "depth_path", "edge_labels_path", "labels_path", "raw_path", "label_confidence_path")
+# Schema version -> the statements that bring the version before it up to it.
+_MIGRATIONS = {2: ("ALTER TABLE samples ADD COLUMN label_confidence_path TEXT",)}
 
 
 class SqliteSampleStore(SampleStore):
@@ -296,36 +308,47 @@ class SqliteSampleStore(SampleStore):
             raise ValueError(f"limit and offset must be >= 0, got {limit}, {offset}")
         where, args = _where({"robot_id": robot_id, "label_source": label_source})
         rows = self._conn().execute(
-            f"SELECT {', '.join(_META_COLUMNS)}, depth_path IS NOT NULL, raw_path IS NOT NULL "
+            f"SELECT {', '.join(_META_COLUMNS)}, depth_path IS NOT NULL, raw_path IS NOT NULL, "
+            "label_confidence_path IS NOT NULL "
             f"FROM samples {where} ORDER BY seq LIMIT ? OFFSET ?", (*args, limit, offset)).fetchall()
         return [_info(row) for row in rows]
 
-    def update_labels(self, frame_uuid: str, labels: np.ndarray, label_source: str) -> bool:
+    def update_labels(self, frame_uuid: str, labels: np.ndarray, label_source: str,
+                      confidence: np.ndarray | None = None) -> bool:
         _check_label_source(label_source)
         row = self._conn().execute("SELECT height, width FROM samples WHERE frame_uuid = ?",
                                    (frame_uuid,)).fetchone()
         if row is None:
             return False
         _check_labels("labels", labels, tuple(row))
-        rel = str(Path("samples", frame_uuid[:2], frame_uuid, f"labels.{uuid.uuid4().hex[:12]}.png"))
+        if confidence is not None:
+            _check_labels("confidence", confidence, tuple(row))
+        token = uuid.uuid4().hex[:12]
+        rel = str(Path("samples", frame_uuid[:2], frame_uuid, f"labels.{token}.png"))
+        files = {rel: _png(labels)}
+        conf_rel = None
+        if confidence is not None:
+            conf_rel = str(Path("samples", frame_uuid[:2], frame_uuid, f"label_confidence.{token}.png"))
+            files[conf_rel] = _png(confidence)
         with self._writers(fcntl.LOCK_SH):
-            self._write_files({rel: _png(labels)})
+            self._write_files(files)
             try:
                 with self._transaction() as conn:
-                    old = conn.execute("SELECT labels_path FROM samples WHERE frame_uuid = ?",
-                                       (frame_uuid,)).fetchone()
+                    old = conn.execute("SELECT labels_path, label_confidence_path FROM samples "
+                                       "WHERE frame_uuid = ?", (frame_uuid,)).fetchone()
                     if old is not None:
-                        conn.execute("UPDATE samples SET labels_path = ?, label_source = ? "
-                                     "WHERE frame_uuid = ?", (rel, label_source, frame_uuid))
+                        conn.execute("UPDATE samples SET labels_path = ?, label_source = ?, "
+                                     "label_confidence_path = ? WHERE frame_uuid = ?",
+                                     (rel, label_source, conf_rel, frame_uuid))
             except Exception as e:
-                self._remove_files([rel])
+                self._remove_files(files)
                 with self._lock:
                     self.write_failures += 1
                 raise SampleStoreError(f"could not update labels of {frame_uuid}: {e}") from e
         if old is None:  # deleted meanwhile
-            self._remove_files([rel])
+            self._remove_files(files)
             return False
-        self._remove_files([old[0]])
+        self._remove_files(p for p in old if p)
         return True
 
     def delete(self, frame_uuid: str) -> bool:
@@ -386,12 +409,20 @@ class SqliteSampleStore(SampleStore):
         _retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone(), self.busy_timeout_s)
         with self._transaction() as c:
             version = c.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version > SCHEMA_VERSION:
                 raise SampleStoreError(f"{self.directory / self.DB_NAME} has schema version {version}; "
-                                       f"this code knows version {SCHEMA_VERSION}")
-            for statement in _SCHEMA.split(";"):  # executescript would commit mid-transaction
-                if statement.strip():
-                    c.execute(statement)
+                                       f"this code knows versions up to {SCHEMA_VERSION}: update the bridge")
+            if version == 0:   # a new database: the current schema at once
+                for statement in _SCHEMA.split(";"):  # executescript would commit mid-transaction
+                    if statement.strip():
+                        c.execute(statement)
+            else:
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[step]:
+                        c.execute(statement)
+                if version < SCHEMA_VERSION:
+                    log.info("sample store %s: schema migrated from version %d to %d",
+                             self.directory, version, SCHEMA_VERSION)
             c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _insert_row(self, s: Sample, paths: dict[str, str]) -> bool:
@@ -441,8 +472,8 @@ class SqliteSampleStore(SampleStore):
                 log.warning("sample store: could not delete %s: %s", p, e)
 
     def _load(self, row: tuple) -> Sample:
-        meta, (rgb_p, depth_p, edge_p, labels_p, raw_p) = row[:len(_META_COLUMNS)], row[len(_META_COLUMNS):]
-        info = _info(meta + (depth_p is not None, raw_p is not None))
+        meta, (rgb_p, depth_p, edge_p, labels_p, raw_p, conf_p) = row[:len(_META_COLUMNS)], row[len(_META_COLUMNS):]
+        info = _info(meta + (depth_p is not None, raw_p is not None, conf_p is not None))
         hw = (info.height, info.width)
         rgb = cv2.cvtColor(self._read_png(rgb_p, hw + (3,), np.uint8), cv2.COLOR_BGR2RGB)
         depth = None
@@ -454,7 +485,8 @@ class SqliteSampleStore(SampleStore):
             mining_score=info.mining_score, label_source=info.label_source, refiner=info.refiner,
             received_at=info.received_at, rgb=rgb, depth_m=depth,
             edge_labels=self._read_png(edge_p, hw, np.uint8), labels=self._read_png(labels_p, hw, np.uint8),
-            tags=info.tags, raw_payload=None if raw_p is None else (self.directory / raw_p).read_bytes())
+            tags=info.tags, raw_payload=None if raw_p is None else (self.directory / raw_p).read_bytes(),
+            label_confidence=None if conf_p is None else self._read_png(conf_p, hw, np.uint8))
 
     def _read_png(self, rel: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         data = (self.directory / rel).read_bytes()
@@ -508,7 +540,8 @@ def _where(filters: dict[str, str | None]) -> tuple[str, tuple]:
 def _info(row: tuple) -> SampleInfo:
     values = dict(zip(_META_COLUMNS, row))
     values["tags"] = json.loads(values["tags"])
-    return SampleInfo(**values, has_depth=bool(row[-2]), has_raw_payload=bool(row[-1]))
+    return SampleInfo(**values, has_depth=bool(row[-3]), has_raw_payload=bool(row[-2]),
+                      has_label_confidence=bool(row[-1]))
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -537,6 +570,8 @@ def _encode_files(s: Sample) -> dict[str, tuple[str, str, bytes]]:
         files["depth_path"] = ("depth", "png", _png(depth_to_mm(s.depth_m)))
     if s.raw_payload is not None:
         files["raw_path"] = ("raw", "bin", bytes(s.raw_payload))
+    if s.label_confidence is not None:
+        files["label_confidence_path"] = ("label_confidence", "png", _png(s.label_confidence))
     return files
 
 

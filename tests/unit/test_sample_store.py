@@ -50,6 +50,7 @@ def make_sample(i: int, variant: int = 0, h: int = 12, w: int = 16) -> Sample:
         labels=rng.integers(0, 30, (h, w), dtype=np.uint8),
         tags={"task": f"task-{i % 3}", "scene": "stairs" if variant else "corridor"},
         raw_payload=rng.bytes(100 + i) if i % 2 else None,
+        label_confidence=rng.integers(0, 256, (h, w), dtype=np.uint8) if i % 3 else None,
     )
 
 
@@ -156,13 +157,59 @@ def test_update_labels(store):
     np.testing.assert_array_equal(got.edge_labels, s.edge_labels)
     assert got.label_source == "human" and store.count(label_source="human") == 1
     new_files = sample_files(store.directory)
-    assert len(new_files) == len(old_files)  # the replaced labels file is gone
+    # The replaced labels file is gone, and so is the old confidence (human labels are certain).
+    assert len(new_files) == len(old_files) - (s.label_confidence is not None)
     assert store.update_labels("unknown-uuid", human, "human") is False
     with pytest.raises(ValueError, match="labels must be"):
         store.update_labels(s.frame_uuid, human[:-1], "human")
     with pytest.raises(ValueError, match="label_source"):
         store.update_labels(s.frame_uuid, human, "oracle")
     assert sample_files(store.directory) == new_files
+
+
+def test_update_labels_with_confidence(store):
+    s = make_sample(1)
+    assert s.label_confidence is not None
+    store.put(s)
+    human = np.full(s.labels.shape, 3, np.uint8)
+    conf = np.full(s.labels.shape, 200, np.uint8)
+    assert store.update_labels(s.frame_uuid, human, "sam", conf) is True
+    got = store.get(s.frame_uuid)
+    np.testing.assert_array_equal(got.label_confidence, conf)
+    assert store.list()[0].has_label_confidence
+    # New labels without a confidence are taken as certain: the old confidence goes.
+    assert store.update_labels(s.frame_uuid, human, "human") is True
+    assert store.get(s.frame_uuid).label_confidence is None
+    assert not store.list()[0].has_label_confidence
+    assert not any("label_confidence" in p.name for p in sample_files(store.directory))
+    with pytest.raises(ValueError, match="confidence must be"):
+        store.update_labels(s.frame_uuid, human, "sam", conf[:-1])
+
+
+def test_a_version_1_store_is_migrated_in_place(tmp_path):
+    """A store written before label_confidence existed opens, keeps its samples and takes new ones."""
+    import sqlite3
+    old = make_sample(3)
+    old.label_confidence = None
+    with SqliteSampleStore(tmp_path) as s:
+        s.put(old)
+    conn = sqlite3.connect(tmp_path / SqliteSampleStore.DB_NAME)
+    conn.execute("ALTER TABLE samples DROP COLUMN label_confidence_path")   # as version 1 wrote it
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with SqliteSampleStore(tmp_path) as s:
+        assert_same_sample(s.get(old.frame_uuid), old)
+        new = make_sample(4)
+        assert new.label_confidence is not None and s.put(new) is True
+        assert_same_sample(s.get(new.frame_uuid), new)
+    conn = sqlite3.connect(tmp_path / SqliteSampleStore.DB_NAME)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    conn.execute("PRAGMA user_version = 99")
+    conn.commit()
+    conn.close()
+    with pytest.raises(SampleStoreError, match="schema version 99"):
+        SqliteSampleStore(tmp_path)
 
 
 def test_delete(store):
@@ -302,7 +349,8 @@ def test_two_processes_put_the_same_uuids_concurrently(tmp_path):
         for i in range(50):
             assert_same_sample(s.get(make_sample(i).frame_uuid), make_sample(i))
         # Exactly the winners' files: the losers deleted their own.
-        expected = sum(3 + (make_sample(i).depth_m is not None) + (make_sample(i).raw_payload is not None)
+        expected = sum(3 + sum(getattr(make_sample(i), f) is not None
+                               for f in ("depth_m", "raw_payload", "label_confidence"))
                        for i in range(50))
         assert len(sample_files(directory)) == expected
 
