@@ -31,13 +31,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "ros2_ws" / "src" / "seg_edge_node"))
 
-from cloud_bridge.fusion import vote_benchmark  # noqa: E402
-from cloud_bridge.local_run import BridgeRunner, LocalBroker  # noqa: E402
+from seg_harness.vote_benchmark import vote_benchmark  # noqa: E402
+from seg_harness.local_cloud import BridgeRunner, LocalBroker  # noqa: E402
 from rfnet.checkpoint import save_checkpoint  # noqa: E402
 from rfnet.network import RFNet  # noqa: E402
-from seg_edge_node.processes import (Proc, node_command, python_module, ros_env, wait_serving,  # noqa: E402
+from seg_harness.processes import (Proc, node_command, python_module, ros_env, wait_serving,  # noqa: E402
                                      wait_until)
-from seg_edge_node.synthetic_camera import synthetic_frame  # noqa: E402
+from seg_harness.synthetic_camera import synthetic_frame  # noqa: E402
 from seg_edge_node.uplink import UplinkConfig, model_depth_step_mm  # noqa: E402
 from segwire import HardFrame, encode_hard_frame, hard_topic, refined_topic  # noqa: E402
 
@@ -114,9 +114,9 @@ def round_trip(tmp: Path, port: int, frames: int, rate: float) -> dict:
         bridge.wait_subscribed()
         wait_serving(node)
         wait_until(lambda: "connected to the broker" in node.log(), 30, "the uplink")
-        recorder = Proc("recorder", python_module("seg_edge_node.result_recorder", "--out", tmp / "rt",
+        recorder = Proc("recorder", python_module("seg_harness.result_recorder", "--out", tmp / "rt",
                                                   "--no-labels", "--duration", frames / rate + 120), env, tmp)
-        camera = Proc("camera", python_module("seg_edge_node.synthetic_camera", "--width", W, "--height", H,
+        camera = Proc("camera", python_module("seg_harness.synthetic_camera", "--width", W, "--height", H,
                                               "--rate", rate, "--count", frames, "--distinct", 8), env, tmp)
         camera.wait(frames / rate + 60)
         wait_until(lambda: bridge.stats().get("queued", 1) == 0 and

@@ -35,8 +35,8 @@ from rfnet.checkpoint import save_checkpoint  # noqa: E402
 from rfnet.engines import EngineConfig, ModelSpec, load_engine  # noqa: E402
 from rfnet.network import RFNet  # noqa: E402
 from rfnet.preprocessing import PreprocessConfig, preprocess_depth, preprocess_rgb  # noqa: E402
-from seg_edge_node.processes import Proc, node_command, python_module, ros_env, wait_serving  # noqa: E402
-from seg_edge_node.synthetic_camera import synthetic_frame  # noqa: E402
+from seg_harness.processes import Proc, node_command, python_module, ros_env, wait_serving  # noqa: E402
+from seg_harness.synthetic_camera import synthetic_frame  # noqa: E402
 
 NODE_EXE = ROOT / ".venv" / "lib" / "seg_edge_node" / "seg_edge_node"
 PARAMS_FILE = ROOT / "launch" / "edge_params.yaml"
@@ -77,10 +77,10 @@ def run_node_phase(tmp: Path, checkpoint: Path, spec: ModelSpec, backend: str, d
         wait_serving(node)
         count = int(rate * seconds)
         recorder = Proc(f"recorder_{name}", python_module(
-            "seg_edge_node.result_recorder", "--out", tmp / name, "--no-labels",
+            "seg_harness.result_recorder", "--out", tmp / name, "--no-labels",
             "--duration", seconds + 20), env, tmp)
         camera = Proc(f"camera_{name}", python_module(
-            "seg_edge_node.synthetic_camera", "--width", spec.input_width, "--height", spec.input_height,
+            "seg_harness.synthetic_camera", "--width", spec.input_width, "--height", spec.input_height,
             "--rate", rate, "--count", count, "--distinct", 8), env, tmp)
         camera.wait(seconds + 60)
         time.sleep(1.5)      # last frames and one more diagnostics message

@@ -30,11 +30,11 @@ sys.path.insert(0, str(ROOT / "ros2_ws" / "src" / "seg_edge_node"))
 
 import torch  # noqa: E402
 
-from cloud_bridge.local_run import BridgeRunner, LocalBroker  # noqa: E402
+from seg_harness.local_cloud import BridgeRunner, LocalBroker  # noqa: E402
 from cloud_bridge.sample_store import SqliteSampleStore  # noqa: E402
 from rfnet.checkpoint import save_checkpoint  # noqa: E402
 from rfnet.network import RFNet  # noqa: E402
-from seg_edge_node.processes import Proc, node_command, python_module, ros_env, wait_serving, wait_until  # noqa: E402
+from seg_harness.processes import Proc, node_command, python_module, ros_env, wait_serving, wait_until  # noqa: E402
 
 NODE_EXE = ROOT / ".venv" / "lib" / "seg_edge_node" / "seg_edge_node"
 PARAMS_FILE = ROOT / "launch" / "edge_params.yaml"
@@ -115,13 +115,13 @@ def run(args, tmp: Path) -> dict:
         wait_until(lambda: "connected to the broker" in node.log(), 60, "the node's uplink")
         diag_path = tmp / "diagnostics.jsonl"
         procs.append(Proc("diag", [sys.executable, DIAGNOSTICS_LOG, diag_path], env, tmp))
-        recorder = Proc("recorder", python_module("seg_edge_node.result_recorder", "--out", tmp / "rec",
+        recorder = Proc("recorder", python_module("seg_harness.result_recorder", "--out", tmp / "rec",
                                                   "--no-labels"), env, tmp)
         procs.append(recorder)
         wait_until(lambda: "recorder ready" in recorder.log(), 60, "the recorder")
         diag = Diagnostics(diag_path)
         wait_until(lambda: diag.poll(), 60, "the node's diagnostics")
-        camera = Proc("camera", python_module("seg_edge_node.synthetic_camera", "--width", args.width,
+        camera = Proc("camera", python_module("seg_harness.synthetic_camera", "--width", args.width,
                                               "--height", args.height, "--rate", args.rate, "--count", 0,
                                               "--distinct", 16), env, tmp)
         procs.append(camera)

@@ -29,7 +29,7 @@ DDS_PROFILE = ROOT / "launch" / "fastdds_profile.xml"
 
 from rfnet.checkpoint import save_checkpoint  # noqa: E402
 from rfnet.network import RFNet  # noqa: E402
-from seg_edge_node.processes import Proc, node_command, python_module, ros_env, wait_serving  # noqa: E402
+from seg_harness.processes import Proc, node_command, python_module, ros_env, wait_serving  # noqa: E402
 from seg_eval.run_dirs import new_run_dir  # noqa: E402
 
 
@@ -67,10 +67,10 @@ def main() -> int:
         say("node is serving; starting the recorder and a synthetic camera "
             f"({args.width}x{args.height} RGB-D at {args.rate:g} Hz, {args.seconds:g} s)")
         recorder = Proc("recorder", python_module(
-            "seg_edge_node.result_recorder", "--out", run / "edge", "--no-labels",
+            "seg_harness.result_recorder", "--out", run / "edge", "--no-labels",
             "--overlay-topic", "/seg_edge_node/overlay", "--overlay-png", run / "overlay.png"), env, run)
         camera = Proc("camera", python_module(
-            "seg_edge_node.synthetic_camera", "--width", args.width, "--height", args.height,
+            "seg_harness.synthetic_camera", "--width", args.width, "--height", args.height,
             "--rate", args.rate, "--count", int(args.rate * args.seconds)), env, run)
         procs += [recorder, camera]
         t0 = time.monotonic()

@@ -75,6 +75,9 @@ src_hash=$(cd "$ROOT/ros2_ws/src" && find . -type f -not -path '*/__pycache__/*'
            | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$VENV/.setup-ros-packages" 2>/dev/null)" != "$src_hash" ]; then
   log "building seg_msgs and seg_edge_node with colcon into .venv"
+  # colcon (through setuptools' build/lib) copies the Python package over the old one: a
+  # module removed from the source would stay importable from .venv and hide a stale import.
+  rm -rf "$VENV"/lib/python3.11/site-packages/seg_edge_node "$ROOT"/build/colcon/seg_edge_node
   (
     export VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
     cd "$ROOT"

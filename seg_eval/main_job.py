@@ -141,7 +141,7 @@ def run_job(cfg: JobConfig, data: JobData, base: Path, run: Path) -> dict:
 def _land_update(session: EvalSession, pusher, decision, t_trigger: float, d, labels: str) -> dict:
     """Push a published candidate while a camera stream plays and wait until the node
     serves it; the version, the update cycle time and the frame gaps around the swap."""
-    from seg_edge_node.processes import wait_until
+    from seg_harness.processes import wait_until
 
     pushed: dict = {}
 

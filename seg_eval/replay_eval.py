@@ -166,8 +166,8 @@ class EvalSession:
         self.stop()
 
     def start(self) -> None:
-        from cloud_bridge.local_run import BridgeRunner, LocalBroker
-        from seg_edge_node.processes import Proc, node_command, ros_env, wait_serving
+        from seg_harness.local_cloud import BridgeRunner, LocalBroker
+        from seg_harness.processes import Proc, node_command, ros_env, wait_serving
 
         cfg, work = self.cfg, self.work
         work.mkdir(parents=True, exist_ok=True)
@@ -192,7 +192,7 @@ class EvalSession:
     def replay(self, bag: Path, name: str, rate: float | None = None) -> ModeResult:
         """Replay `bag` through the running node, wait for the cloud's answers, score it.
         Outputs are recorded to <work_dir>/<name>.mcap."""
-        from seg_edge_node.processes import python_module
+        from seg_harness.processes import python_module
 
         def play(proc) -> None:
             if proc.wait(3600) != 0:
@@ -210,14 +210,14 @@ class EvalSession:
                tail_s: float = 2.0) -> list[FrameRecord]:
         """Feed the node a synthetic camera stream while `during` runs (e.g. a model push
         and swap), and `tail_s` after; returns the node's published frames in order."""
-        from seg_edge_node.processes import python_module
+        from seg_harness.processes import python_module
 
         def run(proc) -> None:
             during()
             time.sleep(tail_s)
             if not proc.alive():
                 raise RuntimeError(f"the synthetic camera stopped early:\n{proc.log()}")
-        recorded = self._record(name, python_module("seg_edge_node.synthetic_camera", "--rate", rate_hz,
+        recorded = self._record(name, python_module("seg_harness.synthetic_camera", "--rate", rate_hz,
                                                     "--height", height, "--width", width), run)
         rec = read_recording(recorded)
         self._baseline = rec["diag"] or self._baseline
@@ -226,7 +226,7 @@ class EvalSession:
     def _record(self, name: str, source_cmd: list, drive: Callable) -> Path:
         """Record the node's outputs to <work_dir>/<name>.mcap while `source_cmd` feeds it
         and `drive(source_proc)` returns."""
-        from seg_edge_node.processes import Proc, python_module, wait_until
+        from seg_harness.processes import Proc, python_module, wait_until
 
         recorded = self.work / f"{name}.mcap"
         recorder = self._start(lambda: Proc(f"record_{name}", python_module(
@@ -248,7 +248,7 @@ class EvalSession:
 
     def wait_cloud_idle(self, timeout: float = 300.0) -> None:
         """Until the bridge has answered every hard frame it received."""
-        from seg_edge_node.processes import wait_until
+        from seg_harness.processes import wait_until
 
         def idle() -> bool:
             s = self.bridge.stats()

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from cloud_bridge.local_run import BridgeRunner
-from seg_edge_node.synthetic_camera import synthetic_frame
+from seg_harness.local_cloud import BridgeRunner
+from seg_harness.synthetic_camera import synthetic_frame
 from segwire import HardFrame, decode_refined, encode_hard_frame, hard_topic, refined_topic
 
 

@@ -57,18 +57,18 @@ def no_processes_left_behind():
     """A failing test must not leave a node, bridge or broker running: it could share a DDS
     domain with a later test and answer for it. Processes of wider-scoped fixtures, started
     before this test, are left to their fixtures."""
-    from cloud_bridge import local_run
-    from seg_edge_node import processes
-    marks = len(processes.STARTED), len(local_run.STARTED)
+    from seg_harness import local_cloud
+    from seg_harness import processes
+    marks = len(processes.STARTED), len(local_cloud.STARTED)
     yield
     processes.stop_started_since(marks[0])
-    local_run.stop_started_since(marks[1])
+    local_cloud.stop_started_since(marks[1])
 
 
 @pytest.fixture
 def broker(tmp_path):
     """A private mosquitto on a free loopback port, stopped after the test."""
-    from cloud_bridge.local_run import LocalBroker
+    from seg_harness.local_cloud import LocalBroker
     with LocalBroker(tmp_path / "broker") as b:
         yield b
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from seg_edge_node.processes import (Proc, node_command, python_module, ros_env as _ros_env, wait_serving,
+from seg_harness.processes import (Proc, node_command, python_module, ros_env as _ros_env, wait_serving,
                                      wait_until)
 
 ROOT = Path(__file__).resolve().parents[1]

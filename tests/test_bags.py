@@ -22,7 +22,7 @@ from seg_edge_node.bag_from_dataset import DEPTH_TOPIC, INFO_TOPIC, LABELS_TOPIC
 from seg_edge_node.bag_io import BagError, open_reader, open_writer, storage_for, typestore
 from seg_edge_node.bag_record import resolve_types
 from seg_edge_node.bag_replay import Restamper, header_paths
-from seg_edge_node.synthetic_camera import synthetic_frame
+from seg_harness.synthetic_camera import synthetic_frame
 from seg_msgs.msg import SegmentationResult
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(60)]

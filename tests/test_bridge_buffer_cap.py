@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from bridge_processes import RobotClient, make_hard_frame, start_bridge
-from cloud_bridge.local_run import LocalBroker
+from seg_harness.local_cloud import LocalBroker
 from cloud_bridge.sample_store import SqliteSampleStore
-from seg_edge_node.processes import wait_until
+from seg_harness.processes import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 CAP = 4

@@ -20,11 +20,11 @@ import pytest
 
 from bridge_processes import RobotClient, make_hard_frame
 from cloud_bridge.config import BridgeConfig, BrokerConfig
-from cloud_bridge.local_run import mosquitto_binary
+from seg_harness.local_cloud import mosquitto_binary
 from cloud_bridge.refiner import Refinement
 from cloud_bridge.sample_store import SqliteSampleStore
 from cloud_bridge.service import BridgeService
-from seg_edge_node.processes import wait_until
+from seg_harness.processes import wait_until
 from segwire import encode_hard_frame, hard_topic
 
 pytestmark = pytest.mark.timeout(120)

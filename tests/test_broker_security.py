@@ -19,7 +19,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from bridge_processes import make_hard_frame
 from cloud_bridge.config import BrokerConfig, ConfigError
-from cloud_bridge.local_run import BridgeRunner, LocalBroker, free_port
+from seg_harness.local_cloud import BridgeRunner, LocalBroker, free_port
 from segwire import (hard_topic, make_client, model_chunk_topic, model_request_topic, model_status_topic,
                      models_manifest_topic, refined_topic, status_topic)
 from segwire.dev_pki import BRIDGE_IDENTITY, PUBLISHER_IDENTITY, PkiError, PkiRequest, generate
@@ -361,7 +361,7 @@ def test_the_bridge_identity_reads_every_robots_frames_through_the_shared_subscr
 # -- the real bridge and uplink ------------------------------------------------------------
 def test_bridge_and_uplink_work_over_tls_with_credentials(pki, tmp_path):
     import yaml
-    from seg_edge_node.processes import wait_until
+    from seg_harness.processes import wait_until
     from seg_edge_node.uplink import MqttUplink, UplinkConfig
 
     broker_section = yaml.safe_load((pki.dir / "bridge-broker.yaml").read_text())["broker"]
@@ -386,7 +386,7 @@ def test_bridge_and_uplink_work_over_tls_with_credentials(pki, tmp_path):
 
 
 def test_an_uplink_logged_in_as_another_robot_counts_the_refusals(pki, tmp_path):
-    from seg_edge_node.processes import wait_until
+    from seg_harness.processes import wait_until
     from seg_edge_node.uplink import MqttUplink, UplinkConfig
 
     uplink = MqttUplink(UplinkConfig(host="localhost", port=pki.port, robot_id="dog2", username="dog1",

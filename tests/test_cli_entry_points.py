@@ -17,7 +17,7 @@ import pytest
 
 from cloud_bridge.config import BrokerConfig
 from cloud_bridge.lifelong_publish import manifest_spec
-from cloud_bridge.local_run import free_port
+from seg_harness.local_cloud import free_port
 from cloud_bridge.model_push import ModelPublisher
 from cloud_bridge.sample_store import SqliteSampleStore
 from rfnet.engines import ModelSpec

@@ -7,7 +7,7 @@ import pytest
 
 from bridge_processes import RobotClient, make_hard_frame, start_bridge
 from cloud_bridge.sample_store import SqliteSampleStore
-from seg_edge_node.processes import wait_until
+from seg_harness.processes import wait_until
 from segwire import encode_hard_frame, hard_topic
 
 pytestmark = pytest.mark.timeout(240)

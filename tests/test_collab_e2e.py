@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bridge_processes import start_bridge
-from cloud_bridge.local_run import LocalBroker, free_port
+from seg_harness.local_cloud import LocalBroker, free_port
 from cloud_bridge.sample_store import SqliteSampleStore
 from ros_processes import (NODE_EXE, PARAMS_FILE, Proc, node_command, python_module, ros_env, wait_serving,
                            wait_until)
@@ -41,10 +41,10 @@ class Stack:
         wait_until(lambda: "connected to the broker" in self.node.log(), 30, "the node's uplink to connect")
 
     def record_and_play(self, frames: int, rate: float, recorder_seconds: float) -> Proc:
-        recorder = Proc("recorder", python_module("seg_edge_node.result_recorder", "--out", self.tmp / "rec",
+        recorder = Proc("recorder", python_module("seg_harness.result_recorder", "--out", self.tmp / "rec",
                                                   "--duration", recorder_seconds), self.env, self.tmp)
         wait_until(lambda: "recorder ready" in recorder.log(), 40, "the recorder")
-        self.camera = Proc("camera", python_module("seg_edge_node.synthetic_camera", "--width", CAM_W,
+        self.camera = Proc("camera", python_module("seg_harness.synthetic_camera", "--width", CAM_W,
                                                    "--height", CAM_H, "--rate", rate, "--count", frames,
                                                    "--distinct", 4), self.env, self.tmp)
         return recorder
@@ -175,10 +175,10 @@ def test_spooled_hard_frames_survive_a_node_restart(tmp_path, reference_checkpoi
     broker = bridge = None
     try:
         wait_serving(node)
-        recorder = Proc("recorder", python_module("seg_edge_node.result_recorder", "--out", tmp_path / "rec",
+        recorder = Proc("recorder", python_module("seg_harness.result_recorder", "--out", tmp_path / "rec",
                                                   "--duration", 30), env, tmp_path)
         wait_until(lambda: "recorder ready" in recorder.log(), 40, "the recorder")
-        camera = Proc("camera", python_module("seg_edge_node.synthetic_camera", "--width", CAM_W, "--height",
+        camera = Proc("camera", python_module("seg_harness.synthetic_camera", "--width", CAM_W, "--height",
                                               CAM_H, "--rate", 4, "--count", 8, "--distinct", 4), env, tmp_path)
         assert camera.wait(60) == 0
         time.sleep(2.5)   # a diagnostics message after the last frame

@@ -21,7 +21,7 @@ from ros_processes import (NODE_EXE, PARAMS_FILE, Proc, node_command, python_mod
 from seg_edge_node.image_conversion import (compressed_to_rgb, image_to_depth_m, image_to_rgb,
                                             rgb_to_image)
 from seg_edge_node.pipeline import SegmentationPipeline
-from seg_edge_node.synthetic_camera import depth_to_16uc1, rgb_to_compressed, synthetic_frame
+from seg_harness.synthetic_camera import depth_to_16uc1, rgb_to_compressed, synthetic_frame
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(180)]
 
@@ -59,11 +59,11 @@ def rgbd_node(tmp_path_factory, reference_checkpoint):
 def test_labels_match_offline_engine_and_keep_camera_stamps(rgbd_node, reference_checkpoint):
     tmp, env, node = rgbd_node
     count = 12
-    recorder = Proc("recorder", python_module("seg_edge_node.result_recorder", "--out", tmp / "rec",
+    recorder = Proc("recorder", python_module("seg_harness.result_recorder", "--out", tmp / "rec",
                                               "--count", count, "--overlay-topic", "/seg_edge_node/overlay",
                                               "--duration", 60), env, tmp)
     wait_until(lambda: "recorder ready" in recorder.log(), 40, "the recorder")
-    camera = Proc("camera", python_module("seg_edge_node.synthetic_camera", "--width", CAM_W, "--height", CAM_H,
+    camera = Proc("camera", python_module("seg_harness.synthetic_camera", "--width", CAM_W, "--height", CAM_H,
                                           "--rate", 5, "--count", count, "--distinct", 4,
                                           "--stamp-log", tmp / "stamps.txt"), env, tmp)
     assert camera.wait(60) == 0, camera.log()
@@ -108,7 +108,7 @@ def test_node_came_up_with_the_yaml_parameters(rgbd_node):
 
 def test_bad_input_is_counted_and_the_node_keeps_serving(rgbd_node):
     tmp, env, node = rgbd_node
-    recorder = Proc("bad_recorder", python_module("seg_edge_node.result_recorder", "--out", tmp / "bad",
+    recorder = Proc("bad_recorder", python_module("seg_harness.result_recorder", "--out", tmp / "bad",
                                                   "--duration", 14), env, tmp)
     publisher = Proc("bad_publisher", python_script("bad_input_publisher.py"), env, tmp)
     assert publisher.wait(60) == 0, publisher.log()
@@ -140,10 +140,10 @@ def test_compressed_rgb_only(tmp_path, reference_checkpoint):
                       rgb_topic=topic)
     try:
         wait_serving(node)
-        recorder = Proc("recorder", python_module("seg_edge_node.result_recorder", "--out", tmp_path / "rec",
+        recorder = Proc("recorder", python_module("seg_harness.result_recorder", "--out", tmp_path / "rec",
                                                   "--count", 5, "--duration", 60), env, tmp_path)
         wait_until(lambda: "recorder ready" in recorder.log(), 40, "the recorder")
-        camera = Proc("camera", python_module("seg_edge_node.synthetic_camera", "--width", CAM_W, "--height",
+        camera = Proc("camera", python_module("seg_harness.synthetic_camera", "--width", CAM_W, "--height",
                                               CAM_H, "--rate", 5, "--count", 5, "--no-depth", "--compressed",
                                               "png", "--rgb-topic", topic, "--stamp-log", tmp_path / "s.txt"),
                       env, tmp_path)

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from cloud_bridge.config import BrokerConfig
-from cloud_bridge.local_run import LocalBroker
+from seg_harness.local_cloud import LocalBroker
 from cloud_bridge.model_push import ModelPublisher
 from cloud_bridge.model_rollback import issue_rollback, publish_retained
 from ros_processes import NODE_EXE, PARAMS_FILE, Proc, node_command, python_module, ros_env, wait_serving, wait_until
@@ -62,7 +62,7 @@ def test_signed_rollback_goes_back_and_forged_or_replayed_commands_are_refused(t
     watcher = StatusWatcher(broker.port, "dog1")
     node = Proc("node", node_command(NODE_EXE, PARAMS_FILE, params), env, tmp_path)
     # The canary check of each swap needs camera frames, all along.
-    camera = Proc("camera", python_module("seg_edge_node.synthetic_camera", "--width", 320, "--height", 240,
+    camera = Proc("camera", python_module("seg_harness.synthetic_camera", "--width", 320, "--height", 240,
                                           "--rate", 4, "--count", 100000, "--distinct", 4), env, tmp_path)
     try:
         wait_serving(node)

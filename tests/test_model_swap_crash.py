@@ -17,7 +17,7 @@ import signal
 import pytest
 
 from cloud_bridge.config import BrokerConfig
-from cloud_bridge.local_run import LocalBroker
+from seg_harness.local_cloud import LocalBroker
 from cloud_bridge.model_push import ModelPublisher
 from rfnet.checkpoint import load_checkpoint
 from ros_processes import NODE_EXE, PARAMS_FILE, Proc, node_command, python_module, ros_env, wait_serving, wait_until
@@ -60,7 +60,7 @@ def test_a_node_killed_around_a_swap_restarts_on_the_old_or_the_new_model(tmp_pa
     publisher = ModelPublisher(BrokerConfig(port=broker.port), "default", tmp_path / "published",
                                load_private_key(key_path), "fleet-2026")
     node = Proc("node", node_command(NODE_EXE, PARAMS_FILE, params), env, tmp_path)
-    camera = Proc("camera", python_module("seg_edge_node.synthetic_camera", "--width", 320, "--height", 240,
+    camera = Proc("camera", python_module("seg_harness.synthetic_camera", "--width", 320, "--height", 240,
                                           "--rate", 4, "--count", 100000, "--distinct", 4), env, tmp_path)
     try:
         new_onnx = fine_tuned_onnx(reference_checkpoint, tmp_path / "v1.onnx", seed=1)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cloud_bridge.config import BrokerConfig
-from cloud_bridge.local_run import LocalBroker
+from seg_harness.local_cloud import LocalBroker
 from cloud_bridge.model_push import ModelPublisher
 from rfnet.checkpoint import load_checkpoint
 from rfnet.engines import ModelSpec
@@ -61,10 +61,10 @@ def test_pushed_model_goes_live_without_a_gap(tmp_path, reference_checkpoint):
         wait_serving(node)
         publisher.start()
         assert publisher.wait_subscribed(30)
-        recorder = Proc("recorder", python_module("seg_edge_node.result_recorder", "--out", tmp_path / "rec",
+        recorder = Proc("recorder", python_module("seg_harness.result_recorder", "--out", tmp_path / "rec",
                                                   "--no-labels", "--duration", 60), env, tmp_path)
         wait_until(lambda: "recorder ready" in recorder.log(), 40, "the recorder")
-        camera = Proc("camera", python_module("seg_edge_node.synthetic_camera", "--width", 320, "--height", 240,
+        camera = Proc("camera", python_module("seg_harness.synthetic_camera", "--width", 320, "--height", 240,
                                               "--rate", 5, "--count", 150, "--distinct", 4), env, tmp_path)
         time.sleep(8)
         v1 = fine_tuned_onnx(reference_checkpoint, tmp_path / "v1.onnx", seed=1)

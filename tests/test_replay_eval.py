@@ -16,7 +16,7 @@ from cloud_bridge.sample_store import SqliteSampleStore
 from rfnet.engines import EngineConfig, ModelSpec, load_engine
 from rfnet.preprocessing import PreprocessConfig
 from seg_edge_node.pipeline import SegmentationPipeline
-from seg_edge_node.synthetic_camera import synthetic_frame
+from seg_harness.synthetic_camera import synthetic_frame
 from seg_eval import ConfusionMatrix
 from seg_eval.replay_eval import ReplayConfig, run_replay
 

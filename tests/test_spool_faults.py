@@ -28,7 +28,7 @@ import pytest
 
 import seg_edge_node
 from bridge_processes import start_bridge
-from cloud_bridge.local_run import LocalBroker, free_port
+from seg_harness.local_cloud import LocalBroker, free_port
 from cloud_bridge.sample_store import SqliteSampleStore
 from ros_processes import (NODE_EXE, PARAMS_FILE, Proc, node_command, python_module, python_script, ros_env,
                            wait_serving, wait_until)
@@ -176,12 +176,12 @@ def test_tiny_spool_without_broker_keeps_serving_drops_oldest_and_delivers_the_r
     node = Proc("node", node_command(NODE_EXE, PARAMS_FILE, params), env, tmp_path)
     wait_serving(node)
     diag = Proc("diag", python_script("diagnostics_log.py", diag_path), env, tmp_path)
-    recorder = Proc("recorder", python_module("seg_edge_node.result_recorder", "--out", tmp_path / "rec",
+    recorder = Proc("recorder", python_module("seg_harness.result_recorder", "--out", tmp_path / "rec",
                                               "--no-labels", "--duration", 300), env, tmp_path)
     wait_until(lambda: "recorder ready" in recorder.log(), 60, "the recorder")
     wait_until(lambda: diagnostics(diag_path) or not diag.alive(), 60, "the first diagnostics message")
     assert diagnostics(diag_path), f"the diagnostics log exited before the first message:\n{diag.log()}"
-    camera = Proc("camera", python_module("seg_edge_node.synthetic_camera", "--width", CAM_W, "--height", CAM_H,
+    camera = Proc("camera", python_module("seg_harness.synthetic_camera", "--width", CAM_W, "--height", CAM_H,
                                           "--rate", 4, "--count", FRAMES, "--distinct", 8), env, tmp_path)
     assert camera.wait(120) == 0, camera.log()
 

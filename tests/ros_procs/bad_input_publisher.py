@@ -15,7 +15,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from seg_edge_node.image_conversion import rgb_to_image
-from seg_edge_node.synthetic_camera import depth_to_16uc1, synthetic_frame
+from seg_harness.synthetic_camera import depth_to_16uc1, synthetic_frame
 
 W, H = 320, 240
 PAUSE_S = 0.8

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from cloud_bridge.fusion import (MaskSet, benchmark_masks, logit_vote, majority_vote,
-                                 vote_benchmark)
+from cloud_bridge.fusion import MaskSet, logit_vote, majority_vote
+from seg_harness.vote_benchmark import benchmark_masks, vote_benchmark
 
 
 # ---------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from cloud_bridge.mask_generators import (MaskGeneratorConfig, MaskGeneratorErro
                                           RegionProposalConfig, RegionProposalGenerator,
                                           SamConfig, SamMaskGenerator, build_mask_generator,
                                           load_sam)
-from cloud_bridge.sam_testing import build_tiny_sam, tiny_sam_config
+from seg_harness.tiny_sam import build_tiny_sam, tiny_sam_config
 
 H, W = 60, 80
 

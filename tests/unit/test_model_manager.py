@@ -14,7 +14,7 @@ from rfnet.onnx_export import export_onnx
 from rfnet.preprocessing import PreprocessConfig
 from seg_edge_node.model_manager import ModelManager, ModelManagerConfig, ServingModel, file_version
 from seg_edge_node.pipeline import SegmentationPipeline
-from seg_edge_node.synthetic_camera import synthetic_frame
+from seg_harness.synthetic_camera import synthetic_frame
 
 SPEC = ModelSpec(30, 64, 96, use_depth=True)
 

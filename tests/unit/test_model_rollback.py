@@ -18,7 +18,7 @@ from rfnet.preprocessing import PreprocessConfig
 from seg_edge_node.model_manager import ModelManager, ModelManagerConfig, ServingModel, file_version
 from seg_edge_node.model_rollback import STATE_FILE, RollbackCommands
 from seg_edge_node.pipeline import SegmentationPipeline
-from seg_edge_node.synthetic_camera import synthetic_frame
+from seg_harness.synthetic_camera import synthetic_frame
 from segwire.model_command import CommandError, rollback_command, sign_command, verify_command
 from segwire.model_manifest import build_manifest
 

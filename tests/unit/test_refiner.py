@@ -13,7 +13,7 @@ from cloud_bridge.mask_generators import RegionProposalConfig, RegionProposalGen
 from cloud_bridge.model_registry import ModelRegistry
 from cloud_bridge.refiner import Refiner
 from rfnet.checkpoint import load_checkpoint
-from seg_edge_node.synthetic_camera import synthetic_frame
+from seg_harness.synthetic_camera import synthetic_frame
 from segwire import HardFrame
 
 H, W = 120, 160

@@ -13,7 +13,7 @@ from rfnet.engines import ModelSpec
 from rfnet.network import RFNet
 from rfnet.onnx_export import export_onnx
 from seg_edge_node.model_manager import file_version
-from seg_edge_node.synthetic_camera import synthetic_frame
+from seg_harness.synthetic_camera import synthetic_frame
 
 SPEC = {"num_classes": 30, "input_height": 64, "input_width": 96, "use_depth": True}
 

@@ -27,7 +27,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.signals import SignalHandlerOptions
 
 from .bag_io import STORAGES, BagError, BagWriter, message_class, normalize_type, open_writer
-from .processes import split_ros_args
+from .ros_args import split_ros_args
 
 IMAGE = "sensor_msgs/msg/Image"
 BUILTIN_TYPES = {

@@ -33,7 +33,7 @@ from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 
 from .bag_io import BagError, bag_topics, from_cdr, message_class, open_reader
-from .processes import split_ros_args
+from .ros_args import split_ros_args
 
 CAMERA_IMAGE_TYPES = {"sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"}
 # How long one publish may wait for acknowledgements (--rate 0, and at the end) before

@@ -31,12 +31,6 @@ def ros_env(ros_home: Path, dds_profile: str | None = None, domain_id: int | Non
     return env
 
 
-def split_ros_args(argv: list[str]) -> tuple[list[str], list[str]]:
-    """A tool's own arguments and, from `--ros-args` on, the ones for rclpy.init."""
-    cut = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
-    return argv[:cut], argv[cut:]
-
-
 def node_command(executable, params_file, params: dict | None = None) -> list[str]:
     """The segmentation node's command line: a parameter file plus `-p name:=value` overrides."""
     cmd = [str(executable), "--ros-args", "--params-file", str(params_file)]

@@ -7,7 +7,7 @@ Runs as its own process (like any consumer of the node would) and writes
               diagnostics key/values, how many overlay images arrived, and every
               ~/result message's metadata (uuid, source, mining decision, refiner).
 
-  python -m seg_edge_node.result_recorder --out run/labels --count 100 [--ros-args ...]
+  python -m seg_harness.result_recorder --out run/labels --count 100 [--ros-args ...]
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from seg_msgs.msg import SegmentationResult
 
-from .image_conversion import image_to_rgb
-from .processes import split_ros_args
+from seg_edge_node.image_conversion import image_to_rgb
+from seg_edge_node.ros_args import split_ros_args
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 

@@ -6,7 +6,7 @@ PNG/JPEG CompressedImage) plus 16UC1 millimetre depth with the same stamp.
 Frames are a pure function of (index, size, seed), so a checker can rebuild
 exactly what was sent; `--stamp-log` records which index went out with which stamp.
 
-  python -m seg_edge_node.synthetic_camera --rate 30 --count 300 [--ros-args ...]
+  python -m seg_harness.synthetic_camera --rate 30 --count 300 [--ros-args ...]
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from .image_conversion import rgb_to_image
-from .processes import split_ros_args
+from seg_edge_node.image_conversion import rgb_to_image
+from seg_edge_node.ros_args import split_ros_args
 
 CAMERA_HEIGHT_M = 0.5     # a robot dog's camera
 FOCAL_FRACTION = 0.9      # focal length in units of image width
