@@ -43,7 +43,7 @@ from durable_files import makedirs_durable, write_atomic
 from rfnet.checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
 from rfnet.engines import ModelSpec
 from rfnet.training import TrainConfig, Trainer, evaluate, open_labelled
-from seg_eval import bwt, fwt
+from segmetrics import bwt, fwt
 from segdata import DatasetError, SegmentationDataset, TorchSegmentationDataset
 
 from .config import ConfigError, load_bridge_config

@@ -12,7 +12,7 @@ from rfnet.classes import load_class_list
 
 from .job_config import JobConfig
 from .job_data import JobData
-from .metrics import bwt, fwt
+from segmetrics import bwt, fwt
 from .replay_eval import read_recording
 from .report import write_report
 
@@ -24,7 +24,7 @@ COLUMNS = (("before", "edge"), ("before", "edge + cloud"), ("pseudo", "after upd
 
 def _transfer(before: dict, after: dict) -> dict:
     """Ianvs BWT/FWT of the sequence (old task, new task); the base model is row 0 and
-    the initial scores (seg_eval.metrics documents the convention)."""
+    the initial scores (segmetrics documents the convention)."""
     b = [before[OLD].edge.miou(), before[NEW].edge.miou()]
     matrix = [b, [after[OLD].edge.miou(), after[NEW].edge.miou()]]
     return {"bwt_ianvs": bwt(matrix, b), "fwt_ianvs": fwt(matrix, b)}

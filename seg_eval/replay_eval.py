@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .interrupts import interrupts_deferred
-from .metrics import ConfusionMatrix, latency_percentiles, samples_transfer_ratio
+from segmetrics import ConfusionMatrix, latency_percentiles, samples_transfer_ratio
 
 MODES = ("edge", "edge_cloud")
 NODE = "/seg_edge_node"

@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from durable_files import write_atomic
-from seg_eval.metrics import latency_percentiles
+from segmetrics import latency_percentiles
 
 __all__ = ["write_report"]
 

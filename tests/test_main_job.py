@@ -15,7 +15,7 @@ import cv2
 import pytest
 
 from cloud_bridge.sample_store import SqliteSampleStore
-from seg_eval import ConfusionMatrix
+from segmetrics import ConfusionMatrix
 from seg_eval.replay_eval import read_recording
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(1500)]

@@ -17,7 +17,7 @@ from rfnet.engines import EngineConfig, ModelSpec, load_engine
 from rfnet.preprocessing import PreprocessConfig
 from seg_edge_node.pipeline import SegmentationPipeline
 from seg_harness.synthetic_camera import synthetic_frame
-from seg_eval import ConfusionMatrix
+from segmetrics import ConfusionMatrix
 from seg_eval.replay_eval import ReplayConfig, run_replay
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]

@@ -88,7 +88,7 @@ def _batches(dataset, cfg: TrainConfig, shuffle: bool, epoch: int):
 @torch.inference_mode()
 def evaluate(model: RFNet, dataset, cfg: TrainConfig, num_classes: int, progress: bool = False):
     """Confusion matrix of `model` on a TorchSegmentationDataset (network input resolution)."""
-    from seg_eval import ConfusionMatrix
+    from segmetrics import ConfusionMatrix
 
     model.eval()
     cm = ConfusionMatrix(num_classes)

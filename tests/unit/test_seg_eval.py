@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from seg_eval import ConfusionMatrix, bwt, fwt, latency_percentiles, samples_transfer_ratio
+from segmetrics import ConfusionMatrix, bwt, fwt, latency_percentiles, samples_transfer_ratio
 from seg_eval.report import write_report
 
 IGNORE = 255

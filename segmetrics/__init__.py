@@ -9,6 +9,9 @@ Sources read (github.com/kubeedge/ianvs):
     (`samples_transfer_ratio_func`, `compute`), fed by the task matrix built in
     core/testcasecontroller/algorithm/paradigm/lifelong_learning/lifelong_learning.py.
 Where this module departs from Ianvs it says so in the function's docstring.
+
+A leaf package (numpy only): training (rfnet.training), the cloud's gate
+(cloud_bridge.lifelong) and the evaluation (seg_eval) all import it.
 """
 from __future__ import annotations
 
