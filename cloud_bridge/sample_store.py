@@ -134,6 +134,14 @@ class SampleStore(abc.ABC):
     def delete(self, frame_uuid: str) -> bool:
         """False if the uuid was not stored."""
 
+    def ping(self) -> bool:
+        """Whether the store answers now (a readiness probe)."""
+        try:
+            self.count()
+            return True
+        except SampleStoreError:
+            return False
+
     def close(self) -> None:
         """Release resources; the store is unusable afterwards."""
 
