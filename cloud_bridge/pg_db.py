@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 
 from .ops_config import PostgresConfig
-from .sample_store import SampleStoreError
+from .sample_store import SampleStoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +90,6 @@ _MIGRATION_LOCK = 0x5E6D06   # pg_advisory_xact_lock key: one migrating process 
 
 # Errors after which the connection is unusable: the server restarted or went away.
 _GONE = (psycopg.OperationalError, psycopg.InterfaceError)
-
-
-class StoreUnavailable(SampleStoreError):
-    """The database cannot be reached (down, restarting, network): try again later."""
 
 
 def resolve_dsn(config: PostgresConfig, environ: dict[str, str]) -> str:

@@ -56,6 +56,11 @@ class SampleStoreError(Exception):
     missing or unreadable (never raised for a simple miss: those return None/False)."""
 
 
+class StoreUnavailable(SampleStoreError):
+    """The store cannot be reached now (its database is down, restarting, or cut off):
+    the same call can succeed later."""
+
+
 @dataclass(eq=False)  # == on numpy fields has no single truth value
 class Sample:
     frame_uuid: str

@@ -10,7 +10,13 @@ uuid, so a redelivered frame is not stored twice (its stored result is sent agai
 Samples go in through the replay buffer, so its size cap (lifelong.buffer.max_samples)
 holds after every insert: the least trusted, oldest samples are evicted first.
 Malformed payloads are logged, counted and acknowledged (redelivery cannot fix
-them); a frame whose refinement fails is kept in <storage_dir>/failed/.
+them); a frame whose refinement fails is kept in <storage_dir>/failed/. While the store
+is unavailable (its database restarting), the frame waits unacknowledged and is tried
+again every store.retry_s (counted as store_errors).
+
+The store is SQLite under storage_dir, or PostgreSQL shared by replicas on several hosts
+(store.backend; cloud_bridge.store_factory). With http.port set, /healthz, /readyz and
+Prometheus /metrics are served (cloud_bridge.service_http, cloud_bridge.metrics).
 
 broker.receive_maximum (MQTT 5 Receive Maximum) caps the frames the broker hands over
 unacknowledged, so a backlog waits in the broker and the inbox holds at most that many,
@@ -38,14 +44,16 @@ from segwire import (HardFrame, RefinedResult, WireError, WireLimits, connect_pe
                      shared_hard_subscription)
 
 from .config import BridgeConfig, ConfigError, load_bridge_config
+from .json_logs import configure_logging
+from .metrics import BridgeMetrics
 from .refiner import Refiner, build_refiner
 from .replay_buffer import ReplayBuffer
-from .sample_store import Sample, SampleStore, SqliteSampleStore
+from .sample_store import Sample, SampleStore, SampleStoreError, StoreUnavailable
 
 log = logging.getLogger("cloud_bridge")
 
 COUNTERS = ("received", "refined", "rejected", "duplicate", "failed", "published", "publish_deferred",
-            "over_receive_maximum")
+            "over_receive_maximum", "store_errors")
 
 
 class BridgeService:
@@ -65,6 +73,7 @@ class BridgeService:
         self._subscribed = threading.Event()
         self._storage = Path(config.storage_dir).expanduser()
         self._storage.mkdir(parents=True, exist_ok=True)
+        self.metrics = BridgeMetrics(self.stats)
         self.client = self._make_client()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -159,13 +168,33 @@ class BridgeService:
             if item is None:
                 return
             connection, mid, qos, topic, payload = item
+            if self._process_until_stored(topic, payload):
+                self._ack(connection, mid, qos)
+
+    def _process_until_stored(self, topic: str, payload: bytes) -> bool:
+        """Process a frame; while the store is unavailable, try again. False: stopped
+        before it was stored (not acknowledged: the broker delivers it again)."""
+        outage = False
+        while True:
             try:
-                self._process(topic, payload)
+                self._process(topic, payload, again=outage)
+            except StoreUnavailable as e:
+                self._count("store_errors")
+                if not outage:
+                    log.warning("sample store unavailable (%s): the frame waits unacknowledged, tried again "
+                                "every %gs", e, self.config.store.retry_s)
+                    outage = True
+                if not self._running:
+                    return False
+                time.sleep(self.config.store.retry_s)
+                continue
             except Exception:  # a bug must not stop the bridge; the frame is kept for a look
                 self._count("failed")
                 log.exception("refining a frame from %s failed; payload kept in %s", topic, self._storage / "failed")
                 self._keep_failed(payload)
-            self._ack(connection, mid, qos)
+            if outage:
+                log.info("sample store back: frame stored")
+            return True
 
     def _ack(self, connection: int, mid: int, qos: int) -> None:
         # QoS 0 has no packet id: a PUBACK for it is a protocol error the broker disconnects for.
@@ -180,7 +209,7 @@ class BridgeService:
             self._unacked -= 1
             self.client.ack(mid, qos)
 
-    def _process(self, topic: str, payload: bytes) -> None:
+    def _process(self, topic: str, payload: bytes, again: bool = False) -> None:
         try:
             robot_id = robot_id_from_topic(topic)
             frame = decode_hard_frame(payload, self.limits)
@@ -190,13 +219,15 @@ class BridgeService:
             self._count("rejected")
             log.warning("rejected a payload on %s (%d bytes): %s", topic, len(payload), e)
             return
-        self._count("received")
+        if not again:   # a retry after a store outage is the same frame
+            self._count("received")
         stored = self.store.get(frame.frame_uuid)
         if stored is not None:  # redelivery: the result may not have reached the robot
             self._count("duplicate")
             self._publish(frame, stored.labels, stored.refiner)
             return
-        refinement = self.refiner.refine(frame)
+        with self.metrics.refine_seconds.time():
+            refinement = self.refiner.refine(frame)
         new = self.buffer.add(Sample(
             frame_uuid=frame.frame_uuid, robot_id=frame.robot_id, stamp_ns=frame.stamp_ns,
             frame_id=frame.frame_id, edge_model_version=frame.model_version,
@@ -259,22 +290,35 @@ def main(argv=None) -> int:
                                              "Anything and stores them for retraining.")
     ap.add_argument("--config", help="YAML config (see cloud_bridge/bridge.yaml)")
     ap.add_argument("--log-level", default="INFO")
+    ap.add_argument("--log-json", action="store_true", help="one JSON object per log line")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_json)
     try:
         config = load_bridge_config(args.config)
         refiner = build_refiner(config)
     except (ConfigError, ValueError, RuntimeError) as e:
         print(f"cloud-bridge: cannot start: {e}", file=sys.stderr)
         return 2
-    store = SqliteSampleStore(Path(config.storage_dir).expanduser() / "samples")
-    service = BridgeService(config, store, refiner)
+    from .service_http import bridge_probe_server
+    from .store_factory import open_store_waiting
+
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    try:
+        store = open_store_waiting(config, os.environ, stop)
+    except (ValueError, SampleStoreError) as e:
+        print(f"cloud-bridge: cannot start: {e}", file=sys.stderr)
+        return 2
+    if store is None:   # stopped while waiting for the database
+        return 0
+    service = BridgeService(config, store, refiner)
+    http = bridge_probe_server(service)
     service.start()
     stop.wait()
     service.stop()
+    if http is not None:
+        http.stop()
     store.close()
     return 0
 

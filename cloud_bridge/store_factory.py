@@ -10,11 +10,15 @@ store.postgres.dsn_env), so replicas and trainers on any host share them.
 """
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
 from .config import BridgeConfig
-from .sample_store import SampleStore, SampleStoreError, SqliteSampleStore
+from .sample_store import SampleStore, SampleStoreError, SqliteSampleStore, StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 
 def sqlite_directory(config: BridgeConfig) -> Path:
@@ -38,13 +42,29 @@ def open_store(config: BridgeConfig, environ: Mapping[str, str], application_nam
     return SqliteSampleStore(directory)
 
 
+def open_store_waiting(config: BridgeConfig, environ: Mapping[str, str], stop: threading.Event,
+                       application_name: str = "") -> SampleStore | None:
+    """open_store, waiting (every store.retry_s) while the database is not up yet: services
+    start in any order. None if `stop` is set meanwhile."""
+    warned = False
+    while not stop.is_set():
+        try:
+            return open_store(config, environ, application_name)
+        except StoreUnavailable as e:
+            if not warned:
+                log.warning("waiting for the sample store: %s", e)
+                warned = True
+            stop.wait(config.store.retry_s)
+    return None
+
+
 def open_ledger(store: SampleStore, output_dir: str | Path, holder: str = ""):
     """The trainer's bookkeeping beside the store: in the database for PostgreSQL, in
     files under output_dir otherwise."""
     from .lifelong_ledger import FileLedger, PgLedger
 
-    from .pg_store import PgSampleStore  # noqa: E402 (psycopg only when configured)
-
-    if isinstance(store, PgSampleStore):
+    if not isinstance(store, SqliteSampleStore):   # PgSampleStore: psycopg is imported only when configured
+        from .pg_store import PgSampleStore
+        assert isinstance(store, PgSampleStore), type(store)
         return PgLedger(store.db, output_dir, holder=holder)
     return FileLedger(output_dir)
