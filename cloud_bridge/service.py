@@ -27,6 +27,7 @@ the cap are still processed and acknowledged; stats count them (over_receive_max
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -291,10 +292,14 @@ def main(argv=None) -> int:
     ap.add_argument("--config", help="YAML config (see cloud_bridge/bridge.yaml)")
     ap.add_argument("--log-level", default="INFO")
     ap.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    ap.add_argument("--bridge-id", help="overrides the config's bridge_id (replicas sharing one config file, "
+                                        "e.g. a StatefulSet pod's name)")
     args = ap.parse_args(argv)
     configure_logging(args.log_level, args.log_json)
     try:
         config = load_bridge_config(args.config)
+        if args.bridge_id:
+            config = dataclasses.replace(config, bridge_id=args.bridge_id)
         refiner = build_refiner(config)
     except (ConfigError, ValueError, RuntimeError) as e:
         print(f"cloud-bridge: cannot start: {e}", file=sys.stderr)
