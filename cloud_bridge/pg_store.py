@@ -58,6 +58,9 @@ class PgSampleStore(SampleStore):
         except ValueError:
             self._count("rejected_invalid")
             raise
+        if sample.frame_uuid in self:   # spares the PNG encoding of a redelivery; the UNIQUE constraint decides
+            self._count("duplicates")
+            return False
         blobs = {_BLOBS[col]: data for col, (_, _, data) in _encode_files(sample).items()}
         values = {
             "frame_uuid": sample.frame_uuid, "robot_id": sample.robot_id, "stamp_ns": int(sample.stamp_ns),
