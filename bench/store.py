@@ -4,10 +4,12 @@
 
 Each writer is a separate process with its own store connection, putting 480x640 RGB-D
 samples (synthetic camera frames, edge + refined labels, per-pixel confidence: what the
-bridge stores for a hard frame; PNG encoding is part of a put, as in the bridge). With
-two or more writers every frame is put by two of them (a redelivery racing the original),
-so idempotence is exercised at every level. Per configuration, `--repeats` runs on a
-fresh store each; figures are medians over the runs:
+bridge stores for a hard frame; PNG encoding is part of a put, as in the bridge). Frames
+are dealt to the writers in turn, as the shared subscription deals them to replicas; with
+two or more writers every `--redeliver`-th frame is also put by the next writer at about
+the same time (a redelivery racing the original), so idempotence is exercised at every
+level. Per configuration, `--repeats` runs on a fresh store each; figures are medians
+over the runs:
 
 - stores_per_s: samples stored / wall time from the common start to the last writer's end;
 - put_p99_ms: 99th percentile of put() latency over every put of the run;
@@ -75,24 +77,25 @@ store.close()
 """ % {"h": H, "w": W}
 
 
-def assignments(frames: int, writers: int) -> list[list[int]]:
-    """Every frame to one writer, and with 2+ writers also to the next one (a duplicate delivery)."""
+def assignments(frames: int, writers: int, redeliver: int) -> list[list[int]]:
+    """Every frame to one writer in turn; with 2+ writers every `redeliver`-th frame also to
+    the next writer, at the same place in its list, so that the two copies race."""
     out = [[] for _ in range(writers)]
     for i in range(frames):
         out[i % writers].append(i)
-        if writers > 1:
+        if writers > 1 and i % redeliver == 0:
             out[(i + 1) % writers].append(i)
-    for k, lst in enumerate(out):   # interleave: the copies race instead of trailing
-        lst.sort(key=lambda i: (i + k) % frames)
+    for lst in out:
+        lst.sort()
     return out
 
 
-def run_once(spec: dict, frames: int, writers: int, scratch: Path) -> dict:
+def run_once(spec: dict, frames: int, writers: int, redeliver: int, scratch: Path) -> dict:
     go = scratch / f"go-{time.time_ns()}"
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, json.dumps(spec), json.dumps(idx), str(go)],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
-             for idx in assignments(frames, writers)]
+             for idx in assignments(frames, writers, redeliver)]
     for p in procs:
         line = p.stdout.readline()
         if line.strip() != "ready":
@@ -133,6 +136,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=80, help="distinct frames per run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--writers", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--redeliver", type=int, default=4, help="with 2+ writers, every Nth frame is put twice")
     args = ap.parse_args(argv)
 
     from seg_harness.local_postgres import LocalPostgres
@@ -140,7 +144,7 @@ def main(argv=None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="bench-store-"))
     pg = LocalPostgres(register=False).start()
     results: dict = {"frame": f"{W}x{H} RGB-D + edge labels + labels + confidence",
-                     "frames_per_run": args.frames, "repeats": args.repeats,
+                     "frames_per_run": args.frames, "repeats": args.repeats, "redeliver_every": args.redeliver,
                      "fleet_need_frames_per_s": FLEET_FRAMES_PER_S,
                      "target_stores_per_s": TARGET_FACTOR * FLEET_FRAMES_PER_S, "backends": {}}
     try:
@@ -155,7 +159,7 @@ def main(argv=None) -> int:
                     else:
                         spec = {"backend": "postgres", "dsn": pg.create_database(name),
                                 "password_file": str(pg.password_file)}
-                    runs.append(run_once(spec, args.frames, writers, scratch))
+                    runs.append(run_once(spec, args.frames, writers, args.redeliver, scratch))
                     if backend == "sqlite":
                         shutil.rmtree(scratch / name)
                 per_backend[f"writers_{writers}"] = {

@@ -63,8 +63,7 @@ def open_ledger(store: SampleStore, output_dir: str | Path, holder: str = ""):
     files under output_dir otherwise."""
     from .lifelong_ledger import FileLedger, PgLedger
 
-    if not isinstance(store, SqliteSampleStore):   # PgSampleStore: psycopg is imported only when configured
-        from .pg_store import PgSampleStore
-        assert isinstance(store, PgSampleStore), type(store)
-        return PgLedger(store.db, output_dir, holder=holder)
+    db = getattr(store, "db", None)   # PgSampleStore's database (not imported here: psycopg only when used)
+    if db is not None:
+        return PgLedger(db, output_dir, holder=holder)
     return FileLedger(output_dir)
