@@ -58,7 +58,12 @@ class PgSampleStore(SampleStore):
         except ValueError:
             self._count("rejected_invalid")
             raise
-        if sample.frame_uuid in self:   # spares the PNG encoding of a redelivery; the UNIQUE constraint decides
+        try:
+            known = sample.frame_uuid in self   # spares a redelivery's PNG encoding; the UNIQUE constraint decides
+        except SampleStoreError:
+            self._count("write_failures")
+            raise
+        if known:
             self._count("duplicates")
             return False
         blobs = {_BLOBS[col]: data for col, (_, _, data) in _encode_files(sample).items()}

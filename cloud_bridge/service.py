@@ -57,6 +57,10 @@ COUNTERS = ("received", "refined", "rejected", "duplicate", "failed", "published
             "over_receive_maximum", "store_errors")
 
 
+class _StoppedWaiting(Exception):
+    """The bridge stopped while a frame waited for the store."""
+
+
 class BridgeService:
     def __init__(self, config: BridgeConfig, store: SampleStore, refiner: Refiner):
         self.config = config
@@ -169,16 +173,23 @@ class BridgeService:
             if item is None:
                 return
             connection, mid, qos, topic, payload = item
-            if self._process_until_stored(topic, payload):
-                self._ack(connection, mid, qos)
+            try:
+                self._process(topic, payload)
+            except _StoppedWaiting:   # not stored: unacknowledged, the broker delivers it again
+                continue
+            except Exception:  # a bug must not stop the bridge; the frame is kept for a look
+                self._count("failed")
+                log.exception("refining a frame from %s failed; payload kept in %s", topic, self._storage / "failed")
+                self._keep_failed(payload)
+            self._ack(connection, mid, qos)
 
-    def _process_until_stored(self, topic: str, payload: bytes) -> bool:
-        """Process a frame; while the store is unavailable, try again. False: stopped
-        before it was stored (not acknowledged: the broker delivers it again)."""
+    def _with_store(self, call, *args):
+        """call(*args), tried again every store.retry_s while the store is unavailable (a
+        database restart): the frame in hand waits, unacknowledged, with its refinement."""
         outage = False
         while True:
             try:
-                self._process(topic, payload, again=outage)
+                result = call(*args)
             except StoreUnavailable as e:
                 self._count("store_errors")
                 if not outage:
@@ -186,16 +197,12 @@ class BridgeService:
                                 "every %gs", e, self.config.store.retry_s)
                     outage = True
                 if not self._running:
-                    return False
+                    raise _StoppedWaiting() from e
                 time.sleep(self.config.store.retry_s)
                 continue
-            except Exception:  # a bug must not stop the bridge; the frame is kept for a look
-                self._count("failed")
-                log.exception("refining a frame from %s failed; payload kept in %s", topic, self._storage / "failed")
-                self._keep_failed(payload)
             if outage:
-                log.info("sample store back: frame stored")
-            return True
+                log.info("sample store back")
+            return result
 
     def _ack(self, connection: int, mid: int, qos: int) -> None:
         # QoS 0 has no packet id: a PUBACK for it is a protocol error the broker disconnects for.
@@ -210,7 +217,7 @@ class BridgeService:
             self._unacked -= 1
             self.client.ack(mid, qos)
 
-    def _process(self, topic: str, payload: bytes, again: bool = False) -> None:
+    def _process(self, topic: str, payload: bytes) -> None:
         try:
             robot_id = robot_id_from_topic(topic)
             frame = decode_hard_frame(payload, self.limits)
@@ -220,16 +227,15 @@ class BridgeService:
             self._count("rejected")
             log.warning("rejected a payload on %s (%d bytes): %s", topic, len(payload), e)
             return
-        if not again:   # a retry after a store outage is the same frame
-            self._count("received")
-        stored = self.store.get(frame.frame_uuid)
+        self._count("received")
+        stored = self._with_store(self.store.get, frame.frame_uuid)
         if stored is not None:  # redelivery: the result may not have reached the robot
             self._count("duplicate")
             self._publish(frame, stored.labels, stored.refiner)
             return
         with self.metrics.refine_seconds.time():
             refinement = self.refiner.refine(frame)
-        new = self.buffer.add(Sample(
+        new = self._with_store(self.buffer.add, Sample(
             frame_uuid=frame.frame_uuid, robot_id=frame.robot_id, stamp_ns=frame.stamp_ns,
             frame_id=frame.frame_id, edge_model_version=frame.model_version,
             mining_policy=frame.mining_policy, mining_score=frame.mining_score,
