@@ -74,7 +74,8 @@ class PgSampleStore(SampleStore):
             "label_source": sample.label_source, "refiner": sample.refiner,
             "received_at": float(sample.received_at), "tags": json.dumps(sample.tags, sort_keys=True),
             "height": sample.rgb.shape[0], "width": sample.rgb.shape[1], **blobs}
-        placeholders = ", ".join("%s::jsonb" if k == "tags" else "%s" for k in values)
+        # Images as binary parameters (%b): in text form they would travel and be parsed as hex.
+        placeholders = ", ".join("%s::jsonb" if k == "tags" else "%b" if k in blobs else "%s" for k in values)
         try:
             with self.db.cursor() as cur:   # one statement: its own transaction
                 cur.execute(f"INSERT INTO samples ({', '.join(values)}) VALUES ({placeholders}) "
@@ -144,7 +145,7 @@ class PgSampleStore(SampleStore):
             _check_labels("confidence", confidence, tuple(row))
         try:
             with self.db.cursor() as cur:
-                cur.execute("UPDATE samples SET labels = %s, label_source = %s, label_confidence = %s "
+                cur.execute("UPDATE samples SET labels = %b, label_source = %s, label_confidence = %b "
                             "WHERE frame_uuid = %s",
                             (_png(labels), label_source, None if confidence is None else _png(confidence),
                              frame_uuid))
