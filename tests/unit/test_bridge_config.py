@@ -31,6 +31,12 @@ def test_shipped_example_is_complete_and_equals_the_defaults():
     ("lifelong:\n  min_new_samples: 0\n", "min_new_samples=0"),
     ("lifelong:\n  train:\n    lr: 0\n", "train.lr=0"),
     ("lifelong:\n  gate:\n    max_drop: 0.1\n", "unknown key(s) ['max_drop'] in lifelong.gate"),
+    ("store:\n  backend: mysql\n", "store.backend='mysql'"),
+    ("store:\n  retry_s: 0\n", "store.retry_s=0"),
+    ("store:\n  postgres:\n    dsn_env: 'MY-VAR'\n", "is not an environment variable name"),
+    ("store:\n  postgres:\n    connect_timeout_s: 0\n", "connect_timeout_s=0"),
+    ("store:\n  postgres:\n    password: x\n", "unknown key(s) ['password'] in store.postgres"),
+    ("http:\n  port: 70000\n", "http.port=70000"),
 ])
 def test_bad_files_are_explained(tmp_path, text, message):
     path = tmp_path / "bridge.yaml"
