@@ -64,7 +64,7 @@ def test_diagnostics_follow_the_recent_window_and_parameters_change_live(tmp_pat
     diag_path = tmp_path / "diag.jsonl"
     try:
         wait_serving(node)
-        diag = Proc("diag", python_script("diagnostics_log.py", diag_path), env, tmp_path)
+        Proc("diag", python_script("diagnostics_log.py", diag_path), env, tmp_path)
         wait_until(lambda: read_diagnostics(diag_path), 40, "the first diagnostics message")
 
         # Every counter is there from the start, at 0, and nothing is wrong yet.

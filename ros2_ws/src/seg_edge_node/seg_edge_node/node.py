@@ -13,8 +13,7 @@ import threading
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
-                                SetParametersResult)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
@@ -25,8 +24,8 @@ from seg_msgs.msg import LabelInfo, ModelStatus, SegmentationResult, VisionClass
 
 from .config import EdgeNodeConfig
 from .image_conversion import compressed_to_rgb, image_to_depth_m, image_to_rgb, mono8_to_image, rgb_to_image
-from .parameter_info import PARAMETERS
 from .rejections import ImageConversionError
+from .ros_adapters import RosLogHandler, descriptor
 from .runtime import EdgeRuntime, FrameOutput, ModelState, RefinedOutput, StartupError
 
 RELIABLE_OUT = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
@@ -35,38 +34,6 @@ MODEL_STATES = {"loading": ModelStatus.STATE_LOADING, "serving": ModelStatus.STA
                 "updating": ModelStatus.STATE_UPDATING, "failed": ModelStatus.STATE_FAILED,
                 "rolled_back": ModelStatus.STATE_ROLLED_BACK}
 LEVELS = {0: DiagnosticStatus.OK, 1: DiagnosticStatus.WARN, 2: DiagnosticStatus.ERROR}
-
-
-class RosLogHandler(logging.Handler):
-    """Sends the ROS-free modules' Python logging (runtime, uplink, engines) to the node's ROS logger."""
-
-    def __init__(self, ros_logger):
-        super().__init__()
-        self._ros = ros_logger
-
-    def emit(self, record: logging.LogRecord) -> None:
-        # One call line per severity: rclpy refuses a call site whose severity changes.
-        msg = f"[{record.name}] {record.getMessage()}"
-        if record.levelno >= logging.ERROR:
-            self._ros.error(msg)
-        elif record.levelno >= logging.WARNING:
-            self._ros.warning(msg)
-        elif record.levelno >= logging.INFO:
-            self._ros.info(msg)
-        else:
-            self._ros.debug(msg)
-
-
-def descriptor(name: str, default) -> ParameterDescriptor:
-    info = PARAMETERS[name]
-    d = ParameterDescriptor(name=name, description=info.description, read_only=not info.live)
-    if not info.live:
-        d.additional_constraints = "set at start only (restart the node to change it)"
-    if info.range is not None and isinstance(default, float):
-        d.floating_point_range = [FloatingPointRange(from_value=float(info.range[0]), to_value=float(info.range[1]))]
-    elif info.range is not None and isinstance(default, int) and not isinstance(default, bool):
-        d.integer_range = [IntegerRange(from_value=int(info.range[0]), to_value=int(info.range[1]), step=1)]
-    return d
 
 
 def stamp_ns(header) -> int:
