@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "ros2_ws" / "src" / "seg_edge_node"))
 
 from rfnet.checkpoint import save_checkpoint  # noqa: E402
-from rfnet.engines import Calibration, EngineConfig, ModelSpec, load_engine  # noqa: E402
+from rfnet.engines import BACKENDS, Calibration, EngineConfig, ModelSpec, load_engine  # noqa: E402
 from rfnet.network import RFNet  # noqa: E402
 from rfnet.preprocessing import PreprocessConfig, preprocess_depth, preprocess_rgb  # noqa: E402
 from seg_harness.processes import Proc, node_command, python_module, ros_env, wait_serving  # noqa: E402
@@ -168,7 +168,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON line on stdout")
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--width", type=int, default=640)
-    ap.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt", "torch"])
+    ap.add_argument("--backend", default="onnxruntime", choices=list(BACKENDS))
     ap.add_argument("--device", default="auto", help="onnxruntime/tensorrt device; torch runs on cuda when the "
                                                       "backend is tensorrt, else cpu")
     ap.add_argument("--checkpoint", type=Path, help="RFNet .pth (default: random weights)")
