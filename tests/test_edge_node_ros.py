@@ -172,6 +172,8 @@ def test_compressed_rgb_only(tmp_path, reference_checkpoint):
     ("missing", "checkpoint not found"),
     ("classes", "predicts 30 classes but the class file lists 2"),
     ("backend", "parameter backend='tflite'"),
+    ("range", "parameter overlay_alpha:"),
+    ("type", "parameter input_height:"),
 ])
 def test_bad_model_or_config_exits_with_a_clear_message(tmp_path, reference_checkpoint, problem, expected):
     env = ros_env(tmp_path)
@@ -181,8 +183,33 @@ def test_bad_model_or_config_exits_with_a_clear_message(tmp_path, reference_chec
     elif problem == "classes":
         (tmp_path / "two.yaml").write_text("classes:\n  - {id: 0, name: a}\n  - {id: 1, name: b}\n")
         extra = {"class_file": tmp_path / "two.yaml"}
+    elif problem == "range":
+        extra = {"overlay_alpha": 1.5}
+    elif problem == "type":
+        extra = {"input_height": "tall"}
     else:
         extra = {"backend": "tflite"}
     node = start_node(tmp_path, env, checkpoint, **extra)
     assert node.wait(60) == 2
     assert expected in node.log()
+
+
+def test_a_params_file_keyed_by_wildcard_applies_under_a_namespace(tmp_path, reference_checkpoint):
+    """The shipped YAML's `/**` key: no rewriting of the file for a namespaced node."""
+    doc = yaml.safe_load(PARAMS_FILE.read_text())
+    doc["/**"]["ros__parameters"].update(overlay_alpha=0.3, camera_stall_periods=7)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(doc))
+    env = ros_env(tmp_path)
+    command = node_command(NODE_EXE, params, {"model_path": reference_checkpoint, "input_height": NET_H,
+                                              "input_width": NET_W, "cache_dir": tmp_path / "cache"})
+    node = Proc("node", command + ["-r", "__ns:=/dog1"], env, tmp_path)
+    try:
+        wait_serving(node)
+        reader = Proc("params", python_script("get_parameters.py", "dog1/seg_edge_node", "overlay_alpha",
+                                              "camera_stall_periods", "input_height"), env, tmp_path)
+        assert reader.wait(60) == 0, reader.log()
+        got = json.loads(reader.log().strip().splitlines()[-1])
+        assert got == {"overlay_alpha": 0.3, "camera_stall_periods": 7, "input_height": NET_H}
+    finally:
+        assert node.stop() == 0, node.log()

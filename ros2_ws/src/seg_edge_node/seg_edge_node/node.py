@@ -14,6 +14,7 @@ import threading
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
@@ -57,7 +58,10 @@ class SegEdgeNode(Node):
             py_logger.propagate = False
         defaults = EdgeNodeConfig.parameter_defaults()
         for name, default in defaults.items():
-            self.declare_parameter(name, default, descriptor(name, default))
+            try:
+                self.declare_parameter(name, default, descriptor(name, default))
+            except ParameterException as e:   # a value of the wrong type or out of its range
+                raise StartupError(f"parameter {name}: {e}") from None
         config = EdgeNodeConfig.from_parameters({n: self.get_parameter(n).value for n in defaults})
         self._status_pub = self.create_publisher(ModelStatus, "~/model_status", LATCHED)
         self._labels_pub = self.create_publisher(Image, "~/labels", RELIABLE_OUT)
