@@ -173,7 +173,6 @@ def test_compressed_rgb_only(tmp_path, reference_checkpoint):
     ("classes", "predicts 30 classes but the class file lists 2"),
     ("backend", "parameter backend='tflite'"),
     ("range", "parameter overlay_alpha:"),
-    ("type", "parameter input_height:"),
 ])
 def test_bad_model_or_config_exits_with_a_clear_message(tmp_path, reference_checkpoint, problem, expected):
     env = ros_env(tmp_path)
@@ -185,8 +184,6 @@ def test_bad_model_or_config_exits_with_a_clear_message(tmp_path, reference_chec
         extra = {"class_file": tmp_path / "two.yaml"}
     elif problem == "range":
         extra = {"overlay_alpha": 1.5}
-    elif problem == "type":
-        extra = {"input_height": "tall"}
     else:
         extra = {"backend": "tflite"}
     node = start_node(tmp_path, env, checkpoint, **extra)
