@@ -216,6 +216,8 @@ def test_startup_problems_raise_with_a_message(reference_checkpoint, tmp_path):
     with pytest.raises(StartupError, match="precision='fp16' is not available with backend onnxruntime"):
         EdgeRuntime(make_config(reference_checkpoint, tmp_path, precision="fp16"), on_model_state=states.append)
     assert states[-1].state == "failed" and "fp16" in states[-1].error
+    with pytest.raises(StartupError, match="pair_tolerance_s"):
+        EdgeRuntime(make_config(reference_checkpoint, tmp_path, pair_tolerance_s=float("nan")))
     with pytest.raises(StartupError, match="checkpoint not found"):
         EdgeRuntime(make_config(tmp_path / "nowhere.pth", tmp_path))
 

@@ -130,11 +130,11 @@ class EdgeRuntime:
         self._collector: CalibrationCollector | None = None
         self._int8_problem = ""
         self._uplink = self._model_link = self._downloader = self._manager = None
-        self._pairer = (StampPairer(int(config.pair_tolerance_s * 1e9), int(config.pair_timeout_s * 1e9))
-                        if config.use_depth else None)
         self._emit_state("loading", "")
         try:
             config.validate()
+            self._pairer = (StampPairer(int(config.pair_tolerance_s * 1e9), int(config.pair_timeout_s * 1e9))
+                            if config.use_depth else None)
             self._load_model()
         except (ValueError, CheckpointError, EngineError, ClassFileError) as e:
             self._emit_state("failed", "", str(e))
