@@ -76,7 +76,8 @@ else
 fi
 
 # -- 3. ROS 2 packages ------------------------------------------------------------------------
-src_hash=$(cd "$ROOT/ros2_ws/src" && find . -type f -not -path '*/__pycache__/*' -print0 | sort -z \
+# launch/ too: seg_edge_node installs its launch file, parameter files and DDS configurations.
+src_hash=$(cd "$ROOT" && find ros2_ws/src launch -type f -not -path '*/__pycache__/*' -print0 | sort -z \
            | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$VENV/.setup-ros-packages" 2>/dev/null)" != "$src_hash" ]; then
   log "building seg_msgs and seg_edge_node with colcon into .venv"
