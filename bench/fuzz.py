@@ -367,13 +367,13 @@ def segwire_targets() -> dict[str, Target]:
 
 
 def transfer_targets() -> dict[str, Target]:
-    from segwire import (ModelChunk, ModelRequest, ModelStatus, TransferError, decode_chunk, decode_model_status,
-                         decode_request, encode_chunk, encode_model_status, encode_request)
+    from segwire import (ModelChunk, ModelRequest, TransferStatus, TransferError, decode_chunk, decode_transfer_status,
+                         decode_request, encode_chunk, encode_transfer_status, encode_request)
     chunks = [encode_chunk(ModelChunk(1, 0, b"x")), encode_chunk(ModelChunk(7, 3, bytes(range(256)) * 20)),
               encode_chunk(ModelChunk(2**32 - 1, 2**32 - 1, b"\0" * 100))]
     requests = [encode_request(ModelRequest(7, [0, 5, 2])), encode_request(ModelRequest(1, list(range(64))))]
-    statuses = [encode_model_status(ModelStatus("dog-01", "downloading", 7, 6, 3, 10, "", "", 5, {"chunks": 3})),
-                encode_model_status(ModelStatus("d", "idle", None, 0))]
+    statuses = [encode_transfer_status(TransferStatus("dog-01", "downloading", 7, 6, 3, 10, "", "", 5, {"chunks": 3})),
+                encode_transfer_status(TransferStatus("d", "idle", None, 0))]
     pool = chunks + requests + statuses
 
     def chunk_structured(rng, data):
@@ -395,8 +395,8 @@ def transfer_targets() -> dict[str, Target]:
         assert decode_request(encode_request(request)) == request
 
     def check_status(data):
-        status = decode_model_status(data)
-        assert decode_model_status(encode_model_status(status)) == status
+        status = decode_transfer_status(data)
+        assert decode_transfer_status(encode_transfer_status(status)) == status
 
     return {
         "model_chunk": Target(lambda rng: generic_case(rng, chunks, chunk_structured, pool, [b"", b"SEGC",

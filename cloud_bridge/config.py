@@ -11,31 +11,18 @@ from typing import Any
 
 import yaml
 
-from segwire.mqtt_client import check_client_settings
+from seg_core import ConfigError
+from segwire import MqttConnection
 
 from .lifelong_config import LifelongConfig
 from .mask_generators import MaskGeneratorConfig
 from .ops_config import HttpConfig, StoreConfig
 
 
-class ConfigError(ValueError):
-    pass
-
-
 @dataclass(frozen=True)
-class BrokerConfig:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    username: str = ""
-    password: str = ""
-    password_file: str = ""        # first line is the password; keeps it out of the config file
-    tls: bool = False              # verifies the broker's certificate and host name against ca_file
-    ca_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-    keepalive_s: int = 10
-    session_expiry_s: int = 7 * 24 * 3600
-    client_id: str = ""            # default "cloud-bridge-<bridge_id>"; stable, unique per replica
+class BrokerConfig(MqttConnection):
+    """The broker connection (segwire.MqttConnection's fields; client_id defaults to
+    "cloud-bridge-<bridge_id>", stable and unique per replica) and the shared subscription."""
     share_group: str = "bridges"   # replicas in one group split the hard frames
     # Unacknowledged frames the broker may hand us at once. 1: the value every mosquitto 2.0
     # keeps (2.0.11 overruns larger ones), and with one worker per replica and the broker
@@ -43,13 +30,10 @@ class BrokerConfig:
     # refinement. Raise it on a broker that keeps it (2.0.21 does) and a far-away broker.
     receive_maximum: int = 1
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.receive_maximum < 1:
             raise ConfigError("broker.receive_maximum must be 1 or more")
-        try:
-            check_client_settings(self, "broker")
-        except ValueError as e:
-            raise ConfigError(str(e)) from e
+        self.check("broker")
 
 
 @dataclass(frozen=True)
@@ -85,14 +69,13 @@ class BridgeConfig:
     # Probes and Prometheus metrics (cloud_bridge.service_http).
     http: HttpConfig = field(default_factory=HttpConfig)
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.workers < 1:
             raise ConfigError(f"workers={self.workers}: use 1 or more")
         if not self.max_payload_mb > 0:
             raise ConfigError(f"max_payload_mb={self.max_payload_mb}: use a size > 0")
         if not self.stats_period_s > 0:
             raise ConfigError(f"stats_period_s={self.stats_period_s}: use a period > 0")
-        self.broker.validate()
 
 
 def _build(cls, data: Any, where: str):
@@ -126,8 +109,9 @@ def _build(cls, data: Any, where: str):
             values[name] = type(default)(value)
     try:
         return cls(**values)
-    except ValueError as e:  # the sections' own checks
-        raise ConfigError(f"{where or 'the config'}: {e}") from e
+    except ValueError as e:  # the sections' own checks; some name their section already
+        message = str(e)
+        raise ConfigError(message if not where or message.startswith(where) else f"{where}: {message}") from e
 
 
 def load_bridge_config(path: str | Path | None) -> BridgeConfig:
@@ -140,6 +124,4 @@ def load_bridge_config(path: str | Path | None) -> BridgeConfig:
             raise ConfigError(f"cannot read bridge config {path}: {e}") from e
         except yaml.YAMLError as e:
             raise ConfigError(f"{path} is not valid YAML: {e}") from e
-    config = _build(BridgeConfig, data, "")
-    config.validate()
-    return config
+    return _build(BridgeConfig, data, "")

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from durable_files import makedirs_durable
-from rfnet.checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
+from rfnet.checkpoint import CheckpointError, load_checkpoint, model_version, save_checkpoint
 from rfnet.engines import ModelSpec
 from rfnet.training import TrainConfig, Trainer, evaluate, open_labelled
 from segmetrics import bwt, fwt
@@ -247,7 +247,7 @@ class LifelongTrainer:
             "started_at": started,
             "finished_at": time.time(),
             "current": {"path": str(self.current_checkpoint), "version": current.version},
-            "candidate": {"path": str(candidate_path), "version": file_sha256(candidate_path)[:12]},
+            "candidate": {"path": str(candidate_path), "version": model_version(candidate_path)},
             "figures": {"old_task": old.to_json(), "new_task": new.to_json(), **transfer},
             "thresholds": dataclasses.asdict(self.config.gate),
             "label_sources": list(self.buffer.training_sources),

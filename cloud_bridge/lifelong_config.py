@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from seg_core import ConfigError
+
 # A sample's label sources from most to least trusted. The store keeps one label map
 # per frame; this order decides which label may replace which, and what is evicted first.
 LABEL_PREFERENCE = ("human", "ground_truth", "sam", "region")
@@ -24,7 +26,7 @@ class LabelSourcesConfig:
 
     def __post_init__(self) -> None:
         if not self.enabled():
-            raise ValueError("label_sources: enable at least one source")
+            raise ConfigError("label_sources: enable at least one source")
 
     def enabled(self) -> tuple[str, ...]:
         """The enabled sources, most trusted first."""
@@ -42,11 +44,11 @@ class ReplayBufferConfig:
 
     def __post_init__(self) -> None:
         if self.max_samples < 1:
-            raise ValueError(f"max_samples={self.max_samples}: use 1 or more")
+            raise ConfigError(f"max_samples={self.max_samples}: use 1 or more")
         if self.holdout_every == 1 or self.holdout_every < 0:
-            raise ValueError(f"holdout_every={self.holdout_every}: use 0 (none held out) or 2 or more")
+            raise ConfigError(f"holdout_every={self.holdout_every}: use 0 (none held out) or 2 or more")
         if not self.task_tag:
-            raise ValueError("task_tag must not be empty")
+            raise ConfigError("task_tag must not be empty")
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,9 @@ class RehearsalConfig:
 
     def __post_init__(self) -> None:
         if self.ratio < 0:
-            raise ValueError(f"rehearsal.ratio={self.ratio}: use 0 or more")
+            raise ConfigError(f"rehearsal.ratio={self.ratio}: use 0 or more")
         if self.max_samples < 0:
-            raise ValueError(f"rehearsal.max_samples={self.max_samples}: use 0 (no cap) or more")
+            raise ConfigError(f"rehearsal.max_samples={self.max_samples}: use 0 (no cap) or more")
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,9 @@ class FineTuneConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "input_height", "input_width"):
             if getattr(self, name) < 1:
-                raise ValueError(f"train.{name}={getattr(self, name)}: use 1 or more")
+                raise ConfigError(f"train.{name}={getattr(self, name)}: use 1 or more")
         if not self.lr > 0:
-            raise ValueError(f"train.lr={self.lr}: use a rate > 0")
+            raise ConfigError(f"train.lr={self.lr}: use a rate > 0")
 
 
 @dataclass(frozen=True)
@@ -107,4 +109,4 @@ class LifelongConfig:
 
     def __post_init__(self) -> None:
         if self.min_new_samples < 1:
-            raise ValueError(f"min_new_samples={self.min_new_samples}: use 1 or more")
+            raise ConfigError(f"min_new_samples={self.min_new_samples}: use 1 or more")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cloud_bridge.fusion import MaskSet
+from seg_core import ConfigError
 
 __all__ = [
     "MaskGenerator", "MaskGeneratorError", "SamConfig", "SamMaskGenerator",
@@ -80,15 +81,15 @@ class SamConfig:
 
     def __post_init__(self):
         if self.model_type not in OFFICIAL_CHECKPOINTS:
-            raise ValueError(f"SAM model_type {self.model_type!r} is not one of "
-                             f"{sorted(OFFICIAL_CHECKPOINTS)}")
+            raise ConfigError(f"SAM model_type {self.model_type!r} is not one of "
+                              f"{sorted(OFFICIAL_CHECKPOINTS)}")
         if self.points_per_side < 1 or self.points_per_batch < 1:
-            raise ValueError("SAM points_per_side and points_per_batch must be >= 1")
+            raise ConfigError("SAM points_per_side and points_per_batch must be >= 1")
         for name in ("pred_iou_thresh", "stability_score_thresh"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"SAM {name} must be in [0, 1], got {getattr(self, name)}")
+                raise ConfigError(f"SAM {name} must be in [0, 1], got {getattr(self, name)}")
         if self.min_mask_region_area < 0:
-            raise ValueError("SAM min_mask_region_area must be >= 0")
+            raise ConfigError("SAM min_mask_region_area must be >= 0")
 
 
 def resolve_device(name: str):
@@ -243,14 +244,14 @@ class RegionProposalConfig:
 
     def __post_init__(self):
         if self.method not in ("felzenszwalb", "slic"):
-            raise ValueError(f"region method must be 'felzenszwalb' or 'slic', "
-                             f"got {self.method!r}")
+            raise ConfigError(f"region method must be 'felzenszwalb' or 'slic', "
+                              f"got {self.method!r}")
         if self.scale <= 0 or self.sigma < 0 or self.min_size < 1:
-            raise ValueError("felzenszwalb needs scale > 0, sigma >= 0, min_size >= 1")
+            raise ConfigError("felzenszwalb needs scale > 0, sigma >= 0, min_size >= 1")
         if self.n_segments < 1 or self.compactness <= 0:
-            raise ValueError("slic needs n_segments >= 1 and compactness > 0")
+            raise ConfigError("slic needs n_segments >= 1 and compactness > 0")
         if self.min_area < 1:
-            raise ValueError("region min_area must be >= 1")
+            raise ConfigError("region min_area must be >= 1")
 
 
 class RegionProposalGenerator(MaskGenerator):

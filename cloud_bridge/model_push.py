@@ -28,7 +28,6 @@ import logging
 import queue
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -37,6 +36,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from durable_files import makedirs_durable, write_atomic
+from seg_core import Counters, TokenBucket
 from segwire import (ALL_MODEL_REQUESTS, ModelChunk, ModelLimits, WireError, connect_persistent, decode_request,
                      encode_chunk, make_client, model_chunk_topic, models_manifest_topic,
                      robot_id_from_model_topic)
@@ -67,25 +67,6 @@ class ServeOptions:
     limits: ModelLimits = ModelLimits()
 
 
-class _Bucket:
-    """Token bucket: up to `burst` chunks at once, refilled at `rate` per second."""
-
-    def __init__(self, rate: float, burst: int):
-        self.rate, self.burst = rate, burst
-        self.tokens, self.stamp = float(burst), time.monotonic()
-
-    def take(self, wanted: int) -> int:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        granted = min(wanted, int(self.tokens))
-        self.tokens -= granted
-        return granted
-
-    def idle(self) -> bool:
-        return self.tokens + (time.monotonic() - self.stamp) * self.rate >= self.burst
-
-
 class ModelPublisher:
     def __init__(self, broker: BrokerConfig, fleet: str, model_dir: str | Path, private_key: Ed25519PrivateKey,
                  key_id: str, options: ServeOptions = ServeOptions()):
@@ -97,11 +78,11 @@ class ModelPublisher:
         self._private_key = private_key
         self._trusted = {key_id: private_key.public_key()}  # to check our own manifests like a robot would
         self._topic = models_manifest_topic(fleet)
-        self._lock = threading.Lock()           # manifests, latest and counters: publish() runs on the caller's thread
+        self._lock = threading.Lock()           # manifests and latest: publish() runs on the caller's thread
         self._manifests: dict[int, ModelManifest] = {}
         self._latest = 0
-        self._buckets: dict[str, _Bucket] = {}
-        self.counters = {name: 0 for name in COUNTERS}
+        self._buckets: dict[str, TokenBucket] = {}
+        self.counters = Counters(COUNTERS)
         self._inbox: queue.Queue = queue.Queue()
         self._connected = threading.Event()
         self._subscribed = threading.Event()
@@ -113,7 +94,7 @@ class ModelPublisher:
         self._thread = threading.Thread(target=self._work, name="model-push", daemon=True)
         self._thread.start()
         b = self.broker
-        connect_persistent(self.client, b.host, b.port, b.keepalive_s, b.session_expiry_s, b.receive_maximum)
+        connect_persistent(self.client, b, b.receive_maximum)
 
     def stop(self) -> None:
         self._inbox.put(None)
@@ -131,8 +112,8 @@ class ModelPublisher:
             return self._latest
 
     def stats(self) -> dict:
-        with self._lock:
-            return dict(self.counters, latest_version=self._latest, connected=int(self._connected.is_set()))
+        return dict(self.counters.snapshot(), latest_version=self.latest_version(),
+                    connected=int(self._connected.is_set()))
 
     # -- publishing ------------------------------------------------------------------------
     def publish(self, onnx_path: str | Path, version: int, spec: dict, notes: str = "",
@@ -183,7 +164,7 @@ class ModelPublisher:
             except (RuntimeError, ValueError) as e:  # lost the connection meanwhile
                 log.warning("announcing version %d failed (%s); retried on connect", manifest.version, e)
                 return
-        self._count("manifests_published")
+        self.counters.add("manifests_published")
 
     def _load_published(self) -> None:
         """Versions published before (a version without its manifest never completed)."""
@@ -211,9 +192,7 @@ class ModelPublisher:
     # -- MQTT ------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         b = self.broker
-        client = make_client(b.client_id or f"model-publisher-{self.fleet}", username=b.username,
-                             password=b.password, password_file=b.password_file, tls=b.tls,
-                             ca_file=b.ca_file, cert_file=b.cert_file, key_file=b.key_file)
+        client = make_client(b.client_id or f"model-publisher-{self.fleet}", b)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -256,26 +235,26 @@ class ModelPublisher:
                 log.exception("model push worker failed on %s", item[0])
 
     def _serve(self, topic: str, payload: bytes) -> None:
-        self._count("requests")
+        self.counters.add("requests")
         try:
             robot_id = robot_id_from_model_topic(topic)
             request = decode_request(payload, self.options.limits)
         except WireError as e:
-            self._count("requests_rejected")
+            self.counters.add("requests_rejected")
             log.warning("dropped a malformed model request on %s: %s", topic, e)
             return
         with self._lock:
             manifest = self._manifests.get(request.version)
         if manifest is None:
-            self._count("unknown_version")
+            self.counters.add("unknown_version")
             log.warning("robot %s asked for version %d, which is not published", robot_id, request.version)
             return
         indices = [i for i in request.chunks if i < manifest.chunk_count]
         if len(indices) < len(request.chunks):
-            self._count("bad_index", len(request.chunks) - len(indices))
-        granted = self._bucket(robot_id).take(len(indices))
+            self.counters.add("bad_index", len(request.chunks) - len(indices))
+        granted = self._bucket(robot_id).take_up_to(len(indices))
         if granted < len(indices):  # the robot asks again after its timeout
-            self._count("chunks_throttled", len(indices) - granted)
+            self.counters.add("chunks_throttled", len(indices) - granted)
         topic = model_chunk_topic(robot_id)
         props = Properties(PacketTypes.PUBLISH)
         props.MessageExpiryInterval = self.options.chunk_expiry_s
@@ -285,22 +264,18 @@ class ModelPublisher:
                 data = f.read(manifest.chunk_length(index))
                 if hashlib.sha256(data).hexdigest() != manifest.chunk_sha256[index]:
                     # The robot would reject it and ask forever: say so loudly instead.
-                    self._count("corrupt_chunks")
+                    self.counters.add("corrupt_chunks")
                     log.error("chunk %d of stored version %d does not match its manifest (disk corruption?)",
                               index, manifest.version)
                     continue
                 chunk = encode_chunk(ModelChunk(manifest.version, index, data), self.options.limits)
                 self.client.publish(topic, chunk, qos=1, properties=props)
-                self._count("chunks_served")
+                self.counters.add("chunks_served")
 
-    def _bucket(self, robot_id: str) -> _Bucket:
+    def _bucket(self, robot_id: str) -> TokenBucket:
         bucket = self._buckets.get(robot_id)
         if bucket is None:
             if len(self._buckets) > 1024:  # forget robots that are not downloading
-                self._buckets = {r: b for r, b in self._buckets.items() if not b.idle()}
-            bucket = self._buckets[robot_id] = _Bucket(self.options.chunks_per_s, self.options.burst_chunks)
+                self._buckets = {r: b for r, b in self._buckets.items() if not b.full()}
+            bucket = self._buckets[robot_id] = TokenBucket(self.options.chunks_per_s, self.options.burst_chunks)
         return bucket
-
-    def _count(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self.counters[name] += n

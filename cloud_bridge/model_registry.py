@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rfnet.checkpoint import CheckpointError, file_sha256, load_checkpoint
+from rfnet.checkpoint import CheckpointError, load_checkpoint, model_version
 from rfnet.engines import EngineConfig, EngineError, ModelSpec, SegmentationEngine, load_engine
 from rfnet.preprocessing import PreprocessConfig, preprocess_depth, preprocess_rgb
 
@@ -48,7 +48,7 @@ class ModelRegistry:
             if seen in self._known:   # hashing every 100 MB file on each unknown version would stall the vote
                 continue
             self._known.add(seen)
-            self._paths.setdefault(file_sha256(path)[:12], path)
+            self._paths.setdefault(model_version(path), path)
 
     @property
     def versions(self) -> list[str]:

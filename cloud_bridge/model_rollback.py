@@ -91,10 +91,7 @@ def issue_rollback(broker: BrokerConfig, model_dir: str | Path, private_key: Ed2
 
 
 def publish_retained(broker: BrokerConfig, topic: str, payload: bytes, timeout_s: float = 30.0) -> None:
-    client = make_client(f"model-rollback-{threading.get_native_id()}", username=broker.username,
-                         password=broker.password, password_file=broker.password_file, tls=broker.tls,
-                         ca_file=broker.ca_file,
-                         cert_file=broker.cert_file, key_file=broker.key_file)
+    client = make_client(f"model-rollback-{threading.get_native_id()}", broker)
     connected = threading.Event()
     client.on_connect = lambda c, u, flags, rc, props: connected.set() if not rc.is_failure else None
     try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from seg_core import ConfigError
+
 BACKENDS = ("sqlite", "postgres")
 
 
@@ -27,11 +29,11 @@ class PostgresConfig:
 
     def __post_init__(self) -> None:
         if self.connect_timeout_s < 1:
-            raise ValueError(f"postgres.connect_timeout_s={self.connect_timeout_s}: use 1 or more")
+            raise ConfigError(f"postgres.connect_timeout_s={self.connect_timeout_s}: use 1 or more")
         if not self.statement_timeout_s > 0:
-            raise ValueError(f"postgres.statement_timeout_s={self.statement_timeout_s}: use a time > 0")
+            raise ConfigError(f"postgres.statement_timeout_s={self.statement_timeout_s}: use a time > 0")
         if self.dsn_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.dsn_env):
-            raise ValueError(f"postgres.dsn_env={self.dsn_env!r} is not an environment variable name")
+            raise ConfigError(f"postgres.dsn_env={self.dsn_env!r} is not an environment variable name")
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,9 @@ class StoreConfig:
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
-            raise ValueError(f"store.backend={self.backend!r}: use one of {BACKENDS}")
+            raise ConfigError(f"store.backend={self.backend!r}: use one of {BACKENDS}")
         if not self.retry_s > 0:
-            raise ValueError(f"store.retry_s={self.retry_s}: use a time > 0")
+            raise ConfigError(f"store.retry_s={self.retry_s}: use a time > 0")
 
 
 @dataclass(frozen=True)
@@ -58,4 +60,4 @@ class HttpConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
-            raise ValueError(f"http.port={self.port}: use 0 (off) or a TCP port")
+            raise ConfigError(f"http.port={self.port}: use 0 (off) or a TCP port")

@@ -13,15 +13,17 @@ unacknowledged, and tries again.
 from __future__ import annotations
 
 import json
-import threading
 
 import cv2
 import numpy as np
 
+from seg_core import Counters
+
 from .ops_config import PostgresConfig
 from .pg_db import PgDatabase
-from .sample_store import (FILTERS, Sample, SampleInfo, SampleStore, SampleStoreError, _check_label_source,
-                           _check_labels, _describe, _encode_files, _info, _png, validate_sample)
+from .sample_store import (STORE_COUNTERS, Sample, SampleInfo, SampleStore, SampleStoreError,
+                           _check_label_source, _check_labels, _describe, _encode_files, _info, _png,
+                           _where, validate_sample)
 
 _META = ("frame_uuid", "robot_id", "stamp_ns", "frame_id", "edge_model_version", "mining_policy", "mining_score",
          "label_source", "refiner", "received_at", "tags", "height", "width")
@@ -36,11 +38,7 @@ class PgSampleStore(SampleStore):
 
     def __init__(self, db: PgDatabase):
         self.db = db
-        self._lock = threading.Lock()
-        self.stored = 0
-        self.duplicates = 0
-        self.rejected_invalid = 0
-        self.write_failures = 0
+        self.counters = Counters(STORE_COUNTERS)
 
     @classmethod
     def open(cls, dsn: str, config: PostgresConfig = PostgresConfig(), application_name: str = "seg-dog"):
@@ -56,15 +54,15 @@ class PgSampleStore(SampleStore):
         try:
             validate_sample(sample)
         except ValueError:
-            self._count("rejected_invalid")
+            self.counters.add("rejected_invalid")
             raise
         try:
             known = sample.frame_uuid in self   # spares a redelivery's PNG encoding; the UNIQUE constraint decides
         except SampleStoreError:
-            self._count("write_failures")
+            self.counters.add("write_failures")
             raise
         if known:
-            self._count("duplicates")
+            self.counters.add("duplicates")
             return False
         blobs = {_BLOBS[col]: data for col, (_, _, data) in _encode_files(sample).items()}
         values = {
@@ -82,9 +80,9 @@ class PgSampleStore(SampleStore):
                             "ON CONFLICT (frame_uuid) DO NOTHING RETURNING seq", tuple(values.values()))
                 inserted = cur.fetchone() is not None
         except SampleStoreError:
-            self._count("write_failures")
+            self.counters.add("write_failures")
             raise
-        self._count("stored" if inserted else "duplicates")
+        self.counters.add("stored" if inserted else "duplicates")
         return inserted
 
     def get(self, frame_uuid: str) -> Sample | None:
@@ -117,7 +115,7 @@ class PgSampleStore(SampleStore):
             return cur.fetchone() is not None
 
     def count(self, **filters: str) -> int:
-        where, args = _where(filters)
+        where, args = _where(filters, "%s")
         with self.db.cursor() as cur:
             cur.execute(f"SELECT count(*) FROM samples {where}", args)
             return cur.fetchone()[0]
@@ -126,7 +124,7 @@ class PgSampleStore(SampleStore):
              label_source: str | None = None) -> list[SampleInfo]:
         if limit < 0 or offset < 0:
             raise ValueError(f"limit and offset must be >= 0, got {limit}, {offset}")
-        where, args = _where({"robot_id": robot_id, "label_source": label_source})
+        where, args = _where({"robot_id": robot_id, "label_source": label_source}, "%s")
         with self.db.cursor() as cur:
             cur.execute(f"SELECT {_META_SELECT}, depth IS NOT NULL, raw IS NOT NULL, label_confidence IS NOT NULL "
                         f"FROM samples {where} ORDER BY seq LIMIT %s OFFSET %s", (*args, limit, offset))
@@ -151,7 +149,7 @@ class PgSampleStore(SampleStore):
                              frame_uuid))
                 return cur.rowcount == 1   # 0: deleted meanwhile
         except SampleStoreError:
-            self._count("write_failures")
+            self.counters.add("write_failures")
             raise
 
     def delete(self, frame_uuid: str) -> bool:
@@ -163,26 +161,10 @@ class PgSampleStore(SampleStore):
         return self.db.ping()
 
     def stats(self) -> dict:
-        with self._lock:
-            return {"stored": self.stored, "duplicates": self.duplicates, "rejected_invalid": self.rejected_invalid,
-                    "write_failures": self.write_failures, "reconnects": self.db.reconnects}
+        return dict(self.counters.snapshot(), reconnects=self.db.reconnects)
 
     def close(self) -> None:
         self.db.close()
-
-    def _count(self, name: str) -> None:
-        with self._lock:
-            setattr(self, name, getattr(self, name) + 1)
-
-
-def _where(filters: dict[str, str | None]) -> tuple[str, tuple]:
-    unknown = set(filters) - set(FILTERS)
-    if unknown:
-        raise ValueError(f"unknown filter(s) {sorted(unknown)}; known: {FILTERS}")
-    used = {k: v for k, v in filters.items() if v is not None}
-    if not used:
-        return "", ()
-    return "WHERE " + " AND ".join(f"{k} = %s" for k in used), tuple(used.values())
 
 
 def _decode(data: bytes, shape: tuple[int, ...], dtype, what: str) -> np.ndarray:

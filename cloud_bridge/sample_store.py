@@ -40,10 +40,13 @@ import cv2
 import numpy as np
 
 from durable_files import fsync_dir, makedirs_durable, write_atomic
+from seg_core import Counters
 
 log = logging.getLogger(__name__)
 
 LABEL_SOURCES = ("sam", "region", "human", "ground_truth")
+# What every store counts (stats()), from its start.
+STORE_COUNTERS = ("stored", "duplicates", "rejected_invalid", "write_failures")
 FILTERS = ("robot_id", "label_source", "frame_id", "edge_model_version", "mining_policy", "refiner")
 # The uuid becomes a directory name: nothing that could climb out of it or hide.
 _UUID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{1,127}$")
@@ -246,12 +249,9 @@ class SqliteSampleStore(SampleStore):
         self.busy_timeout_s = busy_timeout_s
         self._local = threading.local()  # sqlite3 connections must stay in their thread
         self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()    # the connection list and the counters
+        self._lock = threading.Lock()    # the connection list
         self._closed = False
-        self.stored = 0
-        self.duplicates = 0
-        self.rejected_invalid = 0
-        self.write_failures = 0
+        self.counters = Counters(STORE_COUNTERS)
         self.orphan_files_removed = 0
         makedirs_durable(self.directory / "samples")
         self._create_schema()
@@ -262,12 +262,10 @@ class SqliteSampleStore(SampleStore):
         try:
             validate_sample(sample)
         except ValueError:
-            with self._lock:
-                self.rejected_invalid += 1
+            self.counters.add("rejected_invalid")
             raise
         if sample.frame_uuid in self:
-            with self._lock:
-                self.duplicates += 1
+            self.counters.add("duplicates")
             return False
         files = _encode_files(sample)  # before taking the lock: encoding is the slow part
         token = uuid.uuid4().hex[:12]
@@ -279,16 +277,11 @@ class SqliteSampleStore(SampleStore):
                 inserted = self._insert_row(sample, paths)
             except Exception as e:
                 self._remove_files(paths.values())
-                with self._lock:
-                    self.write_failures += 1
+                self.counters.add("write_failures")
                 raise SampleStoreError(f"could not store sample {sample.frame_uuid}: {e}") from e
             if not inserted:  # another writer stored this uuid first: its row and files stay
                 self._remove_files(paths.values())
-        with self._lock:
-            if inserted:
-                self.stored += 1
-            else:
-                self.duplicates += 1
+        self.counters.add("stored" if inserted else "duplicates")
         return inserted
 
     def get(self, frame_uuid: str) -> Sample | None:
@@ -355,8 +348,7 @@ class SqliteSampleStore(SampleStore):
                                      (rel, label_source, conf_rel, frame_uuid))
             except Exception as e:
                 self._remove_files(files)
-                with self._lock:
-                    self.write_failures += 1
+                self.counters.add("write_failures")
                 raise SampleStoreError(f"could not update labels of {frame_uuid}: {e}") from e
         if old is None:  # deleted meanwhile
             self._remove_files(files)
@@ -377,10 +369,7 @@ class SqliteSampleStore(SampleStore):
         return True
 
     def stats(self) -> dict:
-        with self._lock:
-            return {"stored": self.stored, "duplicates": self.duplicates,
-                    "rejected_invalid": self.rejected_invalid, "write_failures": self.write_failures,
-                    "orphan_files_removed": self.orphan_files_removed}
+        return dict(self.counters.snapshot(), orphan_files_removed=self.orphan_files_removed)
 
     def close(self) -> None:
         with self._lock:
@@ -473,8 +462,7 @@ class SqliteSampleStore(SampleStore):
                 fsync_dir(directory)
         except OSError as e:
             self._remove_files(written)
-            with self._lock:
-                self.write_failures += 1
+            self.counters.add("write_failures")
             raise SampleStoreError(f"could not write sample files under {self.directory}: {e}") from e
 
     def _remove_files(self, paths) -> None:
@@ -540,14 +528,16 @@ class SqliteSampleStore(SampleStore):
         self.orphan_files_removed = removed
 
 
-def _where(filters: dict[str, str | None]) -> tuple[str, tuple]:
+def _where(filters: dict[str, str | None], placeholder: str = "?") -> tuple[str, tuple]:
+    """A WHERE clause and its arguments for the FILTERS given (None: any); the placeholder
+    is the database driver's ("?" for sqlite3, "%s" for psycopg)."""
     unknown = set(filters) - set(FILTERS)
     if unknown:
         raise ValueError(f"unknown filter(s) {sorted(unknown)}; known: {FILTERS}")
     used = {k: v for k, v in filters.items() if v is not None}
     if not used:
         return "", ()
-    return "WHERE " + " AND ".join(f"{k} = ?" for k in used), tuple(used.values())
+    return "WHERE " + " AND ".join(f"{k} = {placeholder}" for k in used), tuple(used.values())
 
 
 def _info(row: tuple) -> SampleInfo:

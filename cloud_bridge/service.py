@@ -40,6 +40,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from seg_core import Counters
 from segwire import (HardFrame, RefinedResult, WireError, WireLimits, connect_persistent, decode_hard_frame,
                      encode_refined, make_client, refined_topic, robot_id_from_topic,
                      shared_hard_subscription)
@@ -68,8 +69,8 @@ class BridgeService:
         self.buffer = ReplayBuffer(store, config.lifelong.buffer)
         self.refiner = refiner
         self.limits = WireLimits(max_payload_bytes=int(config.max_payload_mb * 1024 * 1024))
-        self.counters = {name: 0 for name in COUNTERS}
-        self._lock = threading.Lock()
+        self.counters = Counters(COUNTERS)
+        self._lock = threading.Lock()   # the connection number and the unacknowledged count
         self._inbox: queue.Queue = queue.Queue()
         self._connection = 0     # counts lost connections: which one delivered a frame
         self._unacked = 0        # frames this connection delivered at QoS 1 and we have not acknowledged
@@ -90,7 +91,7 @@ class BridgeService:
         for t in self._threads:
             t.start()
         b = self.config.broker
-        connect_persistent(self.client, b.host, b.port, b.keepalive_s, b.session_expiry_s, b.receive_maximum)
+        connect_persistent(self.client, b, b.receive_maximum)
         log.info("bridge %s: refining with %s; broker %s:%d, group %r; storage %s",
                  self.config.bridge_id, self.refiner.describe(), b.host, b.port, b.share_group, self._storage)
 
@@ -106,18 +107,15 @@ class BridgeService:
         log.info("bridge %s stopped: %s", self.config.bridge_id, self.stats())
 
     def stats(self) -> dict:
-        with self._lock:
-            return dict(self.counters, evicted=sum(dict(self.buffer.evictions).values()),  # copy: workers add to it
-                        connected=int(self._connected.is_set()),
-                        subscribed=int(self._subscribed.is_set()), queued=self._inbox.qsize())
+        evicted = sum(dict(self.buffer.evictions).values())   # a copy: workers add to it
+        return dict(self.counters.snapshot(), evicted=evicted, connected=int(self._connected.is_set()),
+                    subscribed=int(self._subscribed.is_set()), queued=self._inbox.qsize())
 
     # -- MQTT ------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         b = self.config.broker
         # manual_ack: the PUBACK for a frame is sent only once it is stored (see _work).
-        client = make_client(b.client_id or f"cloud-bridge-{self.config.bridge_id}", username=b.username,
-                             password=b.password, password_file=b.password_file, tls=b.tls,
-                             ca_file=b.ca_file, cert_file=b.cert_file, key_file=b.key_file, manual_ack=True)
+        client = make_client(b.client_id or f"cloud-bridge-{self.config.bridge_id}", b, manual_ack=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -157,8 +155,7 @@ class BridgeService:
             if message.qos:
                 self._unacked += 1
                 if self._unacked > limit:
-                    self.counters["over_receive_maximum"] += 1
-                    warn, unacked = self.counters["over_receive_maximum"] == 1, self._unacked
+                    warn, unacked = self.counters.add("over_receive_maximum") == 1, self._unacked
         if warn:
             log.warning("the broker sent %d unacknowledged frames, more than broker.receive_maximum=%d (mosquitto "
                         "2.0.11 does once PUBACKs flow): the backlog now waits in this bridge's memory, not in the "
@@ -178,7 +175,7 @@ class BridgeService:
             except _StoppedWaiting:   # not stored: unacknowledged, the broker delivers it again
                 continue
             except Exception:  # a bug must not stop the bridge; the frame is kept for a look
-                self._count("failed")
+                self.counters.add("failed")
                 log.exception("refining a frame from %s failed; payload kept in %s", topic, self._storage / "failed")
                 self._keep_failed(payload)
             self._ack(connection, mid, qos)
@@ -191,7 +188,7 @@ class BridgeService:
             try:
                 result = call(*args)
             except StoreUnavailable as e:
-                self._count("store_errors")
+                self.counters.add("store_errors")
                 if not outage:
                     log.warning("sample store unavailable (%s): the frame waits unacknowledged, tried again "
                                 "every %gs", e, self.config.store.retry_s)
@@ -224,13 +221,13 @@ class BridgeService:
             if frame.robot_id != robot_id:
                 raise WireError(f"frame says robot {frame.robot_id!r} but came on {topic!r}")
         except WireError as e:
-            self._count("rejected")
+            self.counters.add("rejected")
             log.warning("rejected a payload on %s (%d bytes): %s", topic, len(payload), e)
             return
-        self._count("received")
+        self.counters.add("received")
         stored = self._with_store(self.store.get, frame.frame_uuid)
         if stored is not None:  # redelivery: the result may not have reached the robot
-            self._count("duplicate")
+            self.counters.add("duplicate")
             self._publish(frame, stored.labels, stored.refiner)
             return
         with self.metrics.refine_seconds.time():
@@ -241,7 +238,7 @@ class BridgeService:
             mining_policy=frame.mining_policy, mining_score=frame.mining_score,
             label_source=refinement.label_source, refiner=refinement.refiner, received_at=time.time(),
             rgb=frame.rgb, depth_m=frame.depth_m, edge_labels=frame.edge_labels, labels=refinement.labels))
-        self._count("refined" if new else "duplicate")   # another replica may have won the race
+        self.counters.add("refined" if new else "duplicate")   # another replica may have won the race
         self._publish(frame, refinement.labels, refinement.refiner)
 
     def _publish(self, frame: HardFrame, labels, refiner: str) -> None:
@@ -260,9 +257,9 @@ class BridgeService:
             except RuntimeError:   # the connection dropped while waiting
                 pass
         if published:
-            self._count("published")
+            self.counters.add("published")
         else:
-            self._count("publish_deferred")
+            self.counters.add("publish_deferred")
             log.warning("refined result for %s queued until the broker is back", frame.frame_uuid)
 
     def _keep_failed(self, payload: bytes) -> None:
@@ -271,9 +268,6 @@ class BridgeService:
         (failed / f"{time.time_ns()}.segw").write_bytes(payload)
 
     # -- reporting ---------------------------------------------------------------------------
-    def _count(self, name: str) -> None:
-        with self._lock:
-            self.counters[name] += 1
 
     def _report(self) -> None:
         last = None

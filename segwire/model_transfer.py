@@ -20,12 +20,14 @@ Chunk, cloud -> robot on ``seg/v1/<robot_id>/model/chunk``, integers little-endi
     13      4     u32 data length L, 1..ModelLimits.max_chunk_size
     17      L     the chunk's bytes; the message ends here
 
-Model status, robot -> all on ``seg/v1/<robot_id>/model/status``, retained: one UTF-8
-JSON object: protocol_version (1), robot_id, state (one of MODEL_STATES), version
-(the model version being handled, or null), current_version (the one in use, 0 =
-none pushed yet), received and total (chunks), reason (short code of the last
-rejection, "" if none), last_error (for people), stamp_ns, counters (string keys
-to non-negative integers).
+Transfer status (how the robot's download of a model version goes; not the ROS
+``seg_msgs/ModelStatus``, which says which model serves), robot -> all on
+``seg/v1/<robot_id>/model/status``, retained: one UTF-8 JSON object:
+protocol_version (1), robot_id, state (one of TRANSFER_STATES), version (the model
+version being handled, or null), current_version (the one in use, 0 = none pushed
+yet), received and total (chunks), reason (short code of the last rejection, "" if
+none), last_error (for people), stamp_ns, counters (string keys to non-negative
+integers).
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ CHUNK_MAGIC = b"SEGC"
 _CHUNK_HEAD = struct.Struct("<BIII")  # protocol version, model version, index, length (after the magic)
 CHUNK_HEADER_BYTES = len(CHUNK_MAGIC) + _CHUNK_HEAD.size
 _U32_MAX = 2**32 - 1
-MODEL_STATES = ("idle", "downloading", "verifying", "ready", "rejected")
+TRANSFER_STATES = ("idle", "downloading", "verifying", "ready", "rejected")
 
 
 @dataclass(frozen=True)
@@ -164,11 +166,12 @@ def decode_request(data: bytes, limits: ModelLimits = ModelLimits()) -> ModelReq
     return request
 
 
-# --- model status
+# --- transfer status
 
 
 @dataclass(frozen=True)
-class ModelStatus:
+class TransferStatus:
+    """A robot's download of a model version, as it reports it over MQTT."""
     robot_id: str
     state: str
     version: int | None
@@ -183,8 +186,8 @@ class ModelStatus:
     def __post_init__(self) -> None:
         with _transfer_errors():
             validate_robot_id(self.robot_id)
-            if self.state not in MODEL_STATES:
-                raise TransferError(f"state must be one of {MODEL_STATES}, got {self.state!r}")
+            if self.state not in TRANSFER_STATES:
+                raise TransferError(f"state must be one of {TRANSFER_STATES}, got {self.state!r}")
             if self.version is not None:
                 _check_int("version", self.version, 1, _U32_MAX)
             _check_int("current_version", self.current_version, 0, _U32_MAX)
@@ -195,7 +198,7 @@ class ModelStatus:
             object.__setattr__(self, "counters", _check_counters("counters", self.counters))
 
 
-def encode_model_status(status: ModelStatus, limits: ModelLimits = ModelLimits()) -> bytes:
+def encode_transfer_status(status: TransferStatus, limits: ModelLimits = ModelLimits()) -> bytes:
     with _transfer_errors():
         data = _dump_json({"protocol_version": PROTOCOL_VERSION, **asdict(status)})
     if len(data) > limits.max_status_bytes:
@@ -203,15 +206,15 @@ def encode_model_status(status: ModelStatus, limits: ModelLimits = ModelLimits()
     return data
 
 
-def decode_model_status(data: bytes, limits: ModelLimits = ModelLimits()) -> ModelStatus:
+def decode_transfer_status(data: bytes, limits: ModelLimits = ModelLimits()) -> TransferStatus:
     data = _check_bytes(data, limits.max_status_bytes, "model status")
     with _transfer_errors():
         obj = _load_json(data, "model status")
     version = obj.pop("protocol_version", None)
     if type(version) is not int or version != PROTOCOL_VERSION:
         raise TransferError(f"model status protocol_version is {version!r}, this decoder speaks {PROTOCOL_VERSION}")
-    names = ModelStatus.__dataclass_fields__
+    names = TransferStatus.__dataclass_fields__
     missing = [name for name in names if name not in obj]
     if missing:
         raise TransferError(f"model status lacks {', '.join(missing)}")
-    return ModelStatus(**{name: obj[name] for name in names})
+    return TransferStatus(**{name: obj[name] for name in names})

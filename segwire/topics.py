@@ -24,7 +24,7 @@ manifest, segwire.model_transfer for the messages)::
                                                       (segwire.model_command)
     seg/v1/<robot_id>/model/request  robot -> cloud   "send chunks [...] of version V" JSON
     seg/v1/<robot_id>/model/chunk    cloud -> robot   one binary chunk of a model file
-    seg/v1/<robot_id>/model/status   robot -> all     ModelStatus JSON, retained
+    seg/v1/<robot_id>/model/status   robot -> all     TransferStatus JSON, retained
 
 The manifest is retained so a robot that connects later still gets the latest
 model; chunks go to one robot at its own request, so a fleet does not receive

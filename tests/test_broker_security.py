@@ -20,8 +20,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from bridge_processes import make_hard_frame
 from cloud_bridge.config import BrokerConfig, ConfigError
 from seg_harness.local_cloud import BridgeRunner, LocalBroker, free_port
-from segwire import (hard_topic, make_client, model_chunk_topic, model_request_topic, model_status_topic,
-                     models_manifest_topic, refined_topic, status_topic)
+from segwire import (MqttConnection, hard_topic, make_client, model_chunk_topic, model_request_topic,
+                     model_status_topic, models_manifest_topic, refined_topic, status_topic)
 from segwire.dev_pki import BRIDGE_IDENTITY, PUBLISHER_IDENTITY, PkiError, PkiRequest, generate
 
 pytestmark = pytest.mark.timeout(240)
@@ -71,9 +71,9 @@ class Session:
         self.messages: list[MQTTMessage] = []
         self.pubacks: dict[int, int] = {}
         self._lock = threading.Lock()
-        self.client = make_client(f"test-{name}", username=username, password=password, password_file=password_file,
-                                  tls=True, ca_file=pki.ca if ca_file is None else ca_file,
-                                  cert_file=cert[0], key_file=cert[1])
+        self.client = make_client(f"test-{name}", MqttConnection(
+            username=username, password=password, password_file=password_file, tls=True,
+            ca_file=pki.ca if ca_file is None else ca_file, cert_file=cert[0], key_file=cert[1]))
         if will_topic:
             self.client.will_set(will_topic, b"offline", qos=1, retain=True)
         self.client.on_connect = self._on_connect
@@ -174,7 +174,7 @@ def test_connections_without_valid_credentials_are_refused(pki, sessions):
 
 
 def test_plain_mqtt_to_the_tls_listener_gets_no_session(pki):
-    client = make_client("test-plain", username="dog1", password_file=pki.password_file("dog1"))
+    client = make_client("test-plain", MqttConnection(username="dog1", password_file=pki.password_file("dog1")))
     answered, connacks = threading.Event(), []
     client.on_connect = lambda c, u, f, rc, p: (connacks.append(rc), answered.set())
     client.on_disconnect = lambda *args: answered.set()
@@ -217,8 +217,8 @@ def test_client_certificate_listener_takes_the_identity_from_the_certificate(pki
 
 
 def test_the_client_certificate_listener_refuses_a_client_without_one(pki):
-    client = make_client("test-nocert", username="dog1", password_file=pki.password_file("dog1"), tls=True,
-                         ca_file=pki.ca)
+    client = make_client("test-nocert", MqttConnection(username="dog1", password_file=pki.password_file("dog1"),
+                                                       tls=True, ca_file=pki.ca))
     answered, connacks = threading.Event(), []
     client.on_connect = lambda c, u, f, rc, p: (connacks.append(rc), answered.set())
     client.on_disconnect = lambda *args: answered.set()
@@ -416,11 +416,11 @@ def test_tls_and_password_settings_are_checked(pki, tmp_path):
     }
     for message, changes in cases.items():
         with pytest.raises(ValueError, match=message):
-            UplinkConfig(**{**base, **changes}).validate()
+            UplinkConfig(**{**base, **changes})
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(ConfigError, match="empty"):
-        BrokerConfig(username="cloud.bridge", password_file=str(tmp_path / "empty")).validate()
-    UplinkConfig(**base, password_file=pki.password_file("dog1"), tls=True, ca_file=pki.ca).validate()
+        BrokerConfig(username="cloud.bridge", password_file=str(tmp_path / "empty"))
+    UplinkConfig(**base, password_file=pki.password_file("dog1"), tls=True, ca_file=pki.ca)
 
 
 def test_dev_pki_refuses_to_overwrite_or_take_bad_ids(pki, tmp_path):

@@ -142,7 +142,7 @@ def test_the_backend_registry_is_the_one_list_of_names_and_precisions():
         backend_named("torch").resolve("int8")
     # The node's configuration checks against the same table.
     with pytest.raises(ValueError, match="parameter backend='tflite': use onnxruntime, tensorrt, torch"):
-        EdgeNodeConfig(backend="tflite").validate()
+        EdgeNodeConfig(backend="tflite")
     with pytest.raises(ValueError, match="parameter precision='fp16' is not available with backend onnxruntime"):
-        EdgeNodeConfig(precision="fp16").validate()
-    EdgeNodeConfig(backend="torch", precision="fp32").validate()
+        EdgeNodeConfig(precision="fp16")
+    EdgeNodeConfig(backend="torch", precision="fp32")

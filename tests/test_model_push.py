@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cloud_bridge.config import BrokerConfig
 from cloud_bridge.model_push import ModelPublisher, PublishError, ServeOptions
 from seg_edge_node.model_download import DownloadOptions, ModelDownloader, MqttModelLink
-from segwire import (ModelChunk, decode_model_status, encode_chunk, make_client, model_chunk_topic,
+from segwire import (ModelChunk, decode_transfer_status, encode_chunk, make_client, model_chunk_topic,
                      model_status_topic, models_manifest_topic)
 from segwire.model_manifest import build_manifest, sign_manifest
 
@@ -137,7 +137,7 @@ def test_publish_reaches_an_online_robot(tmp_path, broker, model_file):
     robot = Robot(broker, tmp_path / "robot")
     try:
         wait_until(lambda: observer.messages, 10, "the robot's first model status")
-        assert decode_model_status(observer.messages[0][1]).state == "idle"
+        assert decode_transfer_status(observer.messages[0][1]).state == "idle"
         manifest = pub.publish(model_file, 1, SPEC, notes="first")
         assert (tmp_path / "cloud" / "1" / "model.onnx").read_bytes() == model_file.read_bytes()
         assert json.loads((tmp_path / "cloud" / "1" / "manifest.json").read_bytes())["signature"] == \
@@ -147,8 +147,8 @@ def test_publish_reaches_an_online_robot(tmp_path, broker, model_file):
         counters = robot.counters
         assert counters["chunks_received"] == CHUNKS and counters["chunks_rejected"] == 0
         assert pub.stats()["chunks_served"] == CHUNKS
-        wait_until(lambda: decode_model_status(observer.messages[-1][1]).state == "ready", 10, "status ready")
-        assert decode_model_status(observer.messages[-1][1]).version == 1
+        wait_until(lambda: decode_transfer_status(observer.messages[-1][1]).state == "ready", 10, "status ready")
+        assert decode_transfer_status(observer.messages[-1][1]).version == 1
     finally:
         robot.stop()
         observer.close()

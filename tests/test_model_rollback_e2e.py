@@ -15,7 +15,7 @@ from seg_harness.local_cloud import LocalBroker
 from cloud_bridge.model_push import ModelPublisher
 from cloud_bridge.model_rollback import issue_rollback, publish_retained
 from ros_processes import NODE_EXE, PARAMS_FILE, Proc, node_command, python_module, ros_env, wait_serving, wait_until
-from segwire import decode_model_status, fleet_command_topic, make_client, model_status_topic
+from segwire import decode_transfer_status, fleet_command_topic, make_client, model_status_topic
 from segwire.model_command import rollback_command, sign_command
 from segwire.model_keys import generate_keypair, load_private_key
 from test_model_update_e2e import SPEC, fine_tuned_onnx, updating_node_params
@@ -36,7 +36,7 @@ class StatusWatcher:
 
     def _on_message(self, client, userdata, message) -> None:
         with self._lock:
-            self.statuses.append(decode_model_status(message.payload))
+            self.statuses.append(decode_transfer_status(message.payload))
 
     def saw(self, reason: str) -> bool:
         with self._lock:

@@ -21,7 +21,8 @@ from seg_harness.local_cloud import LocalBroker
 from cloud_bridge.model_push import ModelPublisher
 from rfnet.checkpoint import load_checkpoint
 from ros_processes import NODE_EXE, PARAMS_FILE, Proc, node_command, python_module, ros_env, wait_serving, wait_until
-from seg_edge_node.model_manager import ModelManager, file_version
+from seg_edge_node.model_manager import ModelManager
+from rfnet.checkpoint import model_version
 from segwire.model_keys import generate_keypair, load_private_key
 from test_model_update_e2e import SPEC, fine_tuned_onnx, updating_node_params
 
@@ -64,7 +65,7 @@ def test_a_node_killed_around_a_swap_restarts_on_the_old_or_the_new_model(tmp_pa
                                           "--rate", 4, "--count", 100000, "--distinct", 4), env, tmp_path)
     try:
         new_onnx = fine_tuned_onnx(reference_checkpoint, tmp_path / "v1.onnx", seed=1)
-        old, new = load_checkpoint(reference_checkpoint).version, file_version(new_onnx)
+        old, new = load_checkpoint(reference_checkpoint).version, model_version(new_onnx)
         wait_serving(node)
         assert served_version(node) == old
         publisher.start()

@@ -17,7 +17,7 @@ from rfnet.checkpoint import load_checkpoint
 from rfnet.engines import ModelSpec
 from rfnet.onnx_export import export_onnx
 from ros_processes import NODE_EXE, PARAMS_FILE, Proc, node_command, python_module, ros_env, wait_serving, wait_until
-from seg_edge_node.model_manager import file_version
+from rfnet.checkpoint import model_version
 from segwire.model_keys import generate_keypair, load_private_key
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
@@ -88,7 +88,7 @@ def test_pushed_model_goes_live_without_a_gap(tmp_path, reference_checkpoint):
                 p.stop()
     results = [r for r in json.loads((tmp_path / "rec.json").read_text())["results"] if r["source"] == "edge"]
     versions = [r["model_version"] for r in results]
-    old, new = load_checkpoint(reference_checkpoint).version, file_version(tmp_path / "models" / "versions" / "1" /
+    old, new = load_checkpoint(reference_checkpoint).version, model_version(tmp_path / "models" / "versions" / "1" /
                                                                            "model.onnx")
     switch = versions.index(new)
     assert set(versions[:switch]) == {old} and set(versions[switch:]) == {new}, "one clean switch, no mixing"

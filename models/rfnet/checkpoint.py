@@ -7,12 +7,13 @@ are accepted too, because users have both lying around.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from durable_files import file_sha256
 
 from .network import RFNet, RFNetConfig
 
@@ -33,16 +34,20 @@ class LoadedCheckpoint:
 
     @property
     def version(self) -> str:
-        """A stable model version id: the first 12 hex digits of the file's sha256."""
-        return self.sha256[:12]
+        return version_of_digest(self.sha256)
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def version_of_digest(sha256_hex: str) -> str:
+    """The model version id of a file with this sha256: its first 12 hex digits.
+
+    The one rule robot and cloud name models by: hard frames carry the robot's version,
+    the bridge finds its copy of that model by it, decision records and logs quote it."""
+    return sha256_hex[:12]
+
+
+def model_version(path: str | Path) -> str:
+    """The version id of the model file at `path` (see version_of_digest)."""
+    return version_of_digest(file_sha256(path))
 
 
 def _torch_load(path: Path) -> object:

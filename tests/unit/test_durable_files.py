@@ -3,13 +3,15 @@ error; errno intact) and the directory fsyncs that make them survive a power cut
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import threading
 
+import numpy as np
 import pytest
 
 import durable_files
-from durable_files import TEMP_SUFFIX, fsync_dir, makedirs_durable, write_atomic
+from durable_files import TEMP_SUFFIX, file_sha256, fsync_dir, makedirs_durable, write_atomic
 
 
 class Fail:
@@ -182,3 +184,10 @@ def test_makedirs_durable_refuses_a_file_in_the_way(tmp_path):
         makedirs_durable(tmp_path / "file")
     with pytest.raises(OSError):
         makedirs_durable(tmp_path / "file" / "sub")
+
+
+def test_file_sha256_streams_the_file(tmp_path):
+    path = tmp_path / "m.onnx"
+    data = np.random.default_rng(0).bytes(3 * (1 << 20) + 17)  # spans several blocks
+    path.write_bytes(data)
+    assert file_sha256(path) == hashlib.sha256(data).hexdigest()

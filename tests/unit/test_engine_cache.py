@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 from rfnet.engines.engine_cache import (EngineCache, EngineKey, calibration_sha256,
-                                        default_cache_dir, onnx_sha256, write_atomic)
+                                        default_cache_dir, write_atomic)
 
 BASE = EngineKey(
     onnx_sha256="a" * 64,
@@ -55,13 +54,6 @@ def test_key_validation():
         dataclasses.replace(BASE, precision="int8")
     with pytest.raises(ValueError, match="calibration"):
         dataclasses.replace(BASE, calibration_sha256="c" * 64)
-
-
-def test_onnx_sha256_streams_the_file(tmp_path):
-    path = tmp_path / "m.onnx"
-    data = np.random.default_rng(0).bytes(3 * (1 << 20) + 17)  # spans several chunks
-    path.write_bytes(data)
-    assert onnx_sha256(path) == hashlib.sha256(data).hexdigest()
 
 
 def test_calibration_sha256_sees_values_shapes_and_missing_inputs():

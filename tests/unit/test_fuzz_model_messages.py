@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from segwire import (CHUNK_MAGIC, ModelChunk, ModelLimits, ModelStatus, TransferError, decode_chunk,
-                     decode_model_status, decode_request, encode_chunk, encode_model_status, encode_request)
+from segwire import (CHUNK_MAGIC, ModelChunk, ModelLimits, TransferStatus, TransferError, decode_chunk,
+                     decode_transfer_status, decode_request, encode_chunk, encode_transfer_status, encode_request)
 from segwire.model_manifest import ManifestError, ModelManifest, sign_manifest, verify_manifest
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -61,7 +61,7 @@ def test_request_decoder(version, chunks, extra, dropped):
 
 # --- model status --------------------------------------------------------------------------
 
-STATUS = json.loads(encode_model_status(ModelStatus("dog-01", "downloading", 7, 6, 3, 10, "", "", 5, {"c": 3})))
+STATUS = json.loads(encode_transfer_status(TransferStatus("dog-01", "downloading", 7, 6, 3, 10, "", "", 5, {"c": 3})))
 
 
 @FUZZ
@@ -69,10 +69,10 @@ STATUS = json.loads(encode_model_status(ModelStatus("dog-01", "downloading", 7, 
        dropped=st.lists(st.sampled_from(sorted(STATUS)), max_size=1))
 def test_model_status_decoder(changes, dropped):
     try:
-        status = decode_model_status(json_bytes(with_changes(STATUS, changes, dropped)))
+        status = decode_transfer_status(json_bytes(with_changes(STATUS, changes, dropped)))
     except TransferError:
         return
-    assert decode_model_status(encode_model_status(status)) == status
+    assert decode_transfer_status(encode_transfer_status(status)) == status
 
 
 # --- chunks --------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from seg_edge_node.hard_mining import (HardExampleMiner, MiningConfig, TokenBucket, mean_certainty,
+from seg_edge_node.hard_mining import (HardExampleMiner, MiningConfig, mean_certainty,
                                        mean_margin, softmax)
 
 
@@ -116,18 +116,6 @@ def test_zero_budget_never_uploads():
     assert not any(m.assess(np.zeros((2, 2)), None).upload for _ in range(10))
 
 
-def test_token_bucket_refills_to_burst_only():
-    clock = Clock()
-    b = TokenBucket(60.0, 3, clock)
-    assert [b.take() for _ in range(4)] == [True, True, True, False]
-    clock.now = 100.0
-    assert [b.take() for _ in range(4)] == [True, True, True, False]
-    clock.now = 100.5
-    assert not b.take()
-    clock.now = 101.0
-    assert b.take()
-
-
 @pytest.mark.parametrize("kw,name", [
     ({"policy": "entropyy"}, "mining.policy"),
     ({"confidence_threshold": 1.5}, "mining.confidence_threshold"),
@@ -138,7 +126,7 @@ def test_token_bucket_refills_to_burst_only():
 ])
 def test_bad_configuration_names_the_parameter(kw, name):
     with pytest.raises(ValueError, match=name):
-        MiningConfig(**kw).validate()
+        MiningConfig(**kw)
 
 
 def test_entropy_without_logits_is_explained():

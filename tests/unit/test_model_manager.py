@@ -12,7 +12,8 @@ from rfnet.engines import EngineConfig, ModelSpec, load_engine
 from rfnet.network import RFNet
 from rfnet.onnx_export import export_onnx
 from rfnet.preprocessing import PreprocessConfig
-from seg_edge_node.model_manager import ModelManager, ModelManagerConfig, ServingModel, file_version
+from seg_edge_node.model_manager import ModelManager, ModelManagerConfig, ServingModel
+from rfnet.checkpoint import model_version
 from seg_edge_node.pipeline import SegmentationPipeline
 from seg_harness.synthetic_camera import synthetic_frame
 
@@ -70,7 +71,7 @@ def setup(models, tmp_path):
     pipeline.run(rgb, depth)   # a canary frame
     changes = []
     manager = ModelManager(ModelManagerConfig(directory=str(tmp_path / "mgr"), keep_versions=2), pipeline,
-                           ServingModel(0, file_version(paths["base"]), paths["base"]), build,
+                           ServingModel(0, model_version(paths["base"]), paths["base"]), build,
                            on_change=lambda m, s: changes.append((m.number, s.state, s.last_error)))
     return manager, pipeline, paths, changes
 
@@ -168,7 +169,7 @@ def test_an_offer_before_the_first_camera_frame_waits_for_one(models, tmp_path):
 
     def manager(wait_s):
         return ModelManager(ModelManagerConfig(directory=str(tmp_path / "mgr"), canary_wait_s=wait_s), pipeline,
-                            ServingModel(0, file_version(shared["base"]), shared["base"]), build)
+                            ServingModel(0, model_version(shared["base"]), shared["base"]), build)
     impatient = manager(0.2)
     impatient.offer(1, target)
     settle(impatient)

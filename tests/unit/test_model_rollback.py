@@ -15,7 +15,8 @@ from rfnet.engines import EngineConfig, ModelSpec, load_engine
 from rfnet.network import RFNet
 from rfnet.onnx_export import export_onnx
 from rfnet.preprocessing import PreprocessConfig
-from seg_edge_node.model_manager import ModelManager, ModelManagerConfig, ServingModel, file_version
+from seg_edge_node.model_manager import ModelManager, ModelManagerConfig, ServingModel
+from rfnet.checkpoint import model_version
 from seg_edge_node.model_rollback import STATE_FILE, RollbackCommands
 from seg_edge_node.pipeline import SegmentationPipeline
 from seg_harness.synthetic_camera import synthetic_frame
@@ -96,7 +97,7 @@ def robot(onnx_models, tmp_path):
     pipeline.run(*synthetic_frame(0, 120, 160))   # the canary frame
     v2 = directory / "versions" / "2" / "model.onnx"
     manager = ModelManager(ModelManagerConfig(directory=str(directory)), pipeline,
-                           ServingModel(2, file_version(v2), v2), build)
+                           ServingModel(2, model_version(v2), v2), build)
     refused = []
 
     def commands():

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import segwire
-from segwire import (CHUNK_MAGIC, ModelChunk, ModelLimits, ModelRequest, ModelStatus, TransferError, WireError,
-                     decode_chunk, decode_model_status, decode_request, encode_chunk, encode_model_status,
+from segwire import (CHUNK_MAGIC, ModelChunk, ModelLimits, ModelRequest, TransferStatus, TransferError, WireError,
+                     decode_chunk, decode_transfer_status, decode_request, encode_chunk, encode_transfer_status,
                      encode_request)
 
 LIMITS = ModelLimits(max_chunk_size=1024)
@@ -145,11 +145,11 @@ def test_encode_refuses_oversized_requests():
 
 
 def test_model_status_round_trip():
-    status = ModelStatus("dog-01", "downloading", 7, 6, received=3, total=12, reason="downgrade",
+    status = TransferStatus("dog-01", "downloading", 7, 6, received=3, total=12, reason="downgrade",
                          last_error="manifest version 5 is older", stamp_ns=123, counters={"chunks_received": 3})
-    data = encode_model_status(status)
+    data = encode_transfer_status(status)
     assert json.loads(data)["protocol_version"] == 1
-    assert decode_model_status(data) == status
+    assert decode_transfer_status(data) == status
 
 
 @pytest.mark.parametrize("change, message", [
@@ -158,15 +158,15 @@ def test_model_status_round_trip():
     ({"protocol_version": 2}, "protocol_version"), ({"received": None}, "received"),
 ])
 def test_malformed_model_status(change, message):
-    obj = json.loads(encode_model_status(ModelStatus("dog-01", "idle", None, 0)))
+    obj = json.loads(encode_transfer_status(TransferStatus("dog-01", "idle", None, 0)))
     obj.update(change)
     with pytest.raises(TransferError, match=message):
-        decode_model_status(json.dumps(obj).encode())
+        decode_transfer_status(json.dumps(obj).encode())
 
 
 def test_model_status_size_limit():
-    status = ModelStatus("dog-01", "rejected", None, 0, last_error="x" * 20_000)
+    status = TransferStatus("dog-01", "rejected", None, 0, last_error="x" * 20_000)
     with pytest.raises(TransferError, match="above the limit"):
-        encode_model_status(status)
+        encode_transfer_status(status)
     with pytest.raises(TransferError, match="above the limit"):
-        decode_model_status(b" " * 20_000)
+        decode_transfer_status(b" " * 20_000)

@@ -27,6 +27,7 @@ VENV = ROOT / ".venv"
 PACKAGES = {"rfnet": ROOT / "models" / "rfnet", "segwire": ROOT / "segwire", "cloud_bridge": ROOT / "cloud_bridge",
             "durable_files": ROOT / "durable_files", "seg_eval": ROOT / "seg_eval", "segdata": ROOT / "segdata",
             "campus_sim": ROOT / "campus_sim", "segmetrics": ROOT / "segmetrics", "seg_harness": ROOT / "seg_harness",
+            "seg_core": ROOT / "seg_core",
             "seg_edge_node": ROOT / "ros2_ws" / "src" / "seg_edge_node" / "seg_edge_node"}
 # From the ROS install (or the ros-* wheels), not from pyproject.
 ROS_MODULES = {"rclpy", "sensor_msgs", "std_msgs", "diagnostic_msgs", "rcl_interfaces", "rosgraph_msgs", "seg_msgs"}

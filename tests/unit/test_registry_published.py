@@ -12,7 +12,7 @@ from cloud_bridge.model_registry import ModelRegistry
 from rfnet.engines import ModelSpec
 from rfnet.network import RFNet
 from rfnet.onnx_export import export_onnx
-from seg_edge_node.model_manager import file_version
+from rfnet.checkpoint import model_version
 from seg_harness.synthetic_camera import synthetic_frame
 
 SPEC = {"num_classes": 30, "input_height": 64, "input_width": 96, "use_depth": True}
@@ -31,7 +31,7 @@ def test_published_versions_get_a_logit_vote_at_their_own_spec(tmp_path):
     # The registry's own input size differs: a published model runs at the size it was exported for.
     registry = ModelRegistry(ModelsConfig(directory=str(published), input_height=480, input_width=640,
                                           cache_dir=str(tmp_path / "cache")))
-    version = file_version(published / "1" / "model.onnx")   # what the robot reports in its hard frames
+    version = model_version(published / "1" / "model.onnx")   # what the robot reports in its hard frames
     assert registry.versions == [version]
     engine = registry.engine_for(version)
     assert engine is not None and engine.spec == ModelSpec(**SPEC)

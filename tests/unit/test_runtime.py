@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from rfnet.engines import EngineConfig, ModelSpec, load_calibration, load_engine
+from seg_core import ConfigError
 from rfnet.preprocessing import PreprocessConfig
 from seg_edge_node.config import EdgeNodeConfig
 from seg_edge_node.int8_calibration import Int8Config, calibration_from_index
@@ -212,14 +213,15 @@ def test_live_parameters_apply_and_the_rest_are_refused(reference_checkpoint, tm
 
 
 def test_startup_problems_raise_with_a_message(reference_checkpoint, tmp_path):
+    # Settings that cannot work are refused by the configuration itself, before a runtime exists.
+    with pytest.raises(ConfigError, match="precision='fp16' is not available with backend onnxruntime"):
+        make_config(reference_checkpoint, tmp_path, precision="fp16")
+    with pytest.raises(ConfigError, match="pair_tolerance_s"):
+        make_config(reference_checkpoint, tmp_path, pair_tolerance_s=float("nan"))
     states = []
-    with pytest.raises(StartupError, match="precision='fp16' is not available with backend onnxruntime"):
-        EdgeRuntime(make_config(reference_checkpoint, tmp_path, precision="fp16"), on_model_state=states.append)
-    assert states[-1].state == "failed" and "fp16" in states[-1].error
-    with pytest.raises(StartupError, match="pair_tolerance_s"):
-        EdgeRuntime(make_config(reference_checkpoint, tmp_path, pair_tolerance_s=float("nan")))
     with pytest.raises(StartupError, match="checkpoint not found"):
-        EdgeRuntime(make_config(tmp_path / "nowhere.pth", tmp_path))
+        EdgeRuntime(make_config(tmp_path / "nowhere.pth", tmp_path), on_model_state=states.append)
+    assert states[-1].state == "failed" and "checkpoint not found" in states[-1].error
 
 
 def wait_for(predicate, timeout=120.0):

@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CACHE_DIR_ENV = "RFNET_ENGINE_CACHE"
-_CHUNK = 1 << 20
 
 
 def default_cache_dir() -> Path:
@@ -42,16 +41,6 @@ def default_cache_dir() -> Path:
         return Path(os.environ[CACHE_DIR_ENV])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "rfnet" / "engines"
-
-
-def onnx_sha256(path: str | Path) -> str:
-    """sha256 of the .onnx file, streamed. External-data files are not covered
-    (RFNet exports are self-contained)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def calibration_sha256(batches: Iterable[Sequence[np.ndarray | None]]) -> str:

@@ -11,7 +11,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, file_sha256, load_checkpoint, require_checkpoint_file
+from durable_files import file_sha256
+
+from ..checkpoint import (CheckpointError, load_checkpoint, model_version, require_checkpoint_file,
+                          version_of_digest)
 from ..model_io import GRAPH_VERSION
 from ..onnx_export import export_onnx
 from .base import EngineError, ModelSpec, SegmentationEngine
@@ -48,7 +51,7 @@ def onnx_for(model_path: Path, spec: ModelSpec, cache_dir: Path) -> tuple[Path, 
     if model_path.suffix == ".onnx":
         if not model_path.is_file():
             raise EngineError(f"ONNX model not found: {model_path}")
-        return model_path, file_sha256(model_path)[:12]
+        return model_path, model_version(model_path)
     digest = file_sha256(require_checkpoint_file(model_path))
     cached = cache_dir / "onnx" / (f"{digest[:16]}-{spec.mode}-{spec.input_height}x{spec.input_width}"
                                    f"-c{spec.num_classes}-g{GRAPH_VERSION}.onnx")
@@ -57,7 +60,7 @@ def onnx_for(model_path: Path, spec: ModelSpec, cache_dir: Path) -> tuple[Path, 
     else:
         log.info("exporting %s to ONNX (once per checkpoint, input size and depth mode)", model_path)
         export_onnx(load_checkpoint(model_path, spec.num_classes).model, spec, cached)
-    return cached, digest[:12]
+    return cached, version_of_digest(digest)
 
 
 def load_engine(cfg: EngineConfig) -> LoadedEngine:
@@ -82,7 +85,7 @@ def load_engine(cfg: EngineConfig) -> LoadedEngine:
     else:
         if model_path.suffix == ".onnx":
             raise EngineError(f"the {backend.name} backend needs the .pth checkpoint, not an ONNX file")
-        source, version = require_checkpoint_file(model_path), file_sha256(model_path)[:12]
+        source, version = require_checkpoint_file(model_path), model_version(model_path)
     engine = backend.build(BuildRequest(source, cfg.spec, precision, cache_dir, cfg.device, cfg.threads,
                                         calibration))
     return LoadedEngine(engine, version, source if backend.takes_onnx else None, precision)

@@ -16,10 +16,11 @@ import logging
 import time
 from pathlib import Path
 
+from durable_files import file_sha256
+
 from ..model_io import INPUT_DEPTH, INPUT_RGB
 from .base import EngineError
 from .calibration import Calibration
-from .engine_cache import onnx_sha256
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ RECIPE_VERSION = 1
 
 
 def quantized_path(cache_dir: Path, onnx_path: Path, calibration: Calibration) -> Path:
-    return cache_dir / f"{onnx_sha256(onnx_path)[:16]}-{calibration.sha256[:16]}-r{RECIPE_VERSION}.int8.onnx"
+    return cache_dir / f"{file_sha256(onnx_path)[:16]}-{calibration.sha256[:16]}-r{RECIPE_VERSION}.int8.onnx"
 
 
 def quantize_int8(onnx_path: str | Path, calibration: Calibration, cache_dir: str | Path) -> Path:

@@ -29,12 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from durable_files import file_sha256
+
 from ..model_io import (INPUT_DEPTH, INPUT_RGB, OUTPUT_CONFIDENCE, OUTPUT_LABELS, OUTPUT_LOGITS,
                         OUTPUT_LOGITS_LOWRES)
 from .base import (EngineError, ModelSpec, SegmentationEngine, SegmentationOutput,
                    labels_from_int)
 from .engine_cache import (PRECISIONS, EngineCache, EngineKey, calibration_sha256,
-                           default_cache_dir, onnx_sha256, write_atomic)
+                           default_cache_dir, write_atomic)
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +134,7 @@ class TensorRTEngine(SegmentationEngine):
         calibration = (self._calibration_batches(calibration_inputs)
                        if precision == "int8" else None)
         key = EngineKey(
-            onnx_sha256=onnx_sha256(onnx_path),
+            onnx_sha256=file_sha256(onnx_path),
             tensorrt_version=trt.__version__,
             gpu_name=self._device.name(),
             compute_capability="{}.{}".format(*self._device.compute_capability()),

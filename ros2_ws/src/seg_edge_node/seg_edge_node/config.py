@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field, fields
 
 from rfnet.engines import AUTO, BACKENDS, backend_named
+from seg_core import ConfigError
 
 from .hard_mining import MiningConfig
 from .int8_calibration import Int8Config
@@ -83,41 +84,38 @@ class EdgeNodeConfig:
                                           if k.startswith(prefix)})
         return cls(**top)
 
-    def validate(self) -> None:
-        """Raise ValueError naming the parameter and the accepted values."""
-        self.mining.validate()
-        self.uplink.validate()
-        self.updates.validate()
-        self.int8.validate()
+    def __post_init__(self) -> None:
+        """ConfigError naming the parameter and the accepted values (the sections checked
+        themselves when they were built)."""
         if self.backend not in BACKENDS:
-            raise ValueError(f"parameter backend={self.backend!r}: use {', '.join(BACKENDS)}")
+            raise ConfigError(f"parameter backend={self.backend!r}: use {', '.join(BACKENDS)}")
         try:
             backend_named(self.backend).resolve(self.precision)
         except ValueError as e:
-            raise ValueError(f"parameter {e}") from None
+            raise ConfigError(f"parameter {e}") from None
         if self.updates.enabled and not self.uplink.enabled:
-            raise ValueError("parameter updates.enabled needs the broker: set uplink.host (and port)")
+            raise ConfigError("parameter updates.enabled needs the broker: set uplink.host (and port)")
         if self.updates.enabled and self.backend == "torch":
-            raise ValueError("model updates arrive as ONNX files: use backend onnxruntime or tensorrt")
+            raise ConfigError("model updates arrive as ONNX files: use backend onnxruntime or tensorrt")
         if self.input_qos not in ("sensor_data", "reliable"):
-            raise ValueError(f"parameter input_qos={self.input_qos!r}: use sensor_data or reliable")
+            raise ConfigError(f"parameter input_qos={self.input_qos!r}: use sensor_data or reliable")
         if self.input_height < 32 or self.input_width < 32 or self.input_height % 32 or self.input_width % 32:
-            raise ValueError(f"parameters input_height/input_width={self.input_height}x{self.input_width}: "
-                             "use multiples of 32 (RFNet downsamples by 32), e.g. 480x640")
+            raise ConfigError(f"parameters input_height/input_width={self.input_height}x{self.input_width}: "
+                              "use multiples of 32 (RFNet downsamples by 32), e.g. 480x640")
         if not 0.0 <= self.overlay_alpha <= 1.0:
-            raise ValueError(f"parameter overlay_alpha={self.overlay_alpha}: use a value in [0, 1]")
+            raise ConfigError(f"parameter overlay_alpha={self.overlay_alpha}: use a value in [0, 1]")
         # Written as `not (ok)` so that NaN (and inf, which int(s * 1e9) cannot take) is rejected too.
         if not (0.0 <= self.pair_tolerance_s < math.inf and 0.0 < self.pair_timeout_s < math.inf):
-            raise ValueError("parameters pair_tolerance_s >= 0 and pair_timeout_s > 0 (finite) are required")
+            raise ConfigError("parameters pair_tolerance_s >= 0 and pair_timeout_s > 0 (finite) are required")
         if not 0.0 < self.depth_units_per_metre < math.inf:
-            raise ValueError(f"parameter depth_units_per_metre={self.depth_units_per_metre}: use a positive "
-                             "number, the model's 8-bit depth units per metre (e.g. 25.5 maps 0..10 m)")
+            raise ConfigError(f"parameter depth_units_per_metre={self.depth_units_per_metre}: use a positive "
+                              "number, the model's 8-bit depth units per metre (e.g. 25.5 maps 0..10 m)")
         if not 0.0 < self.diagnostics_period_s < math.inf:
-            raise ValueError(f"parameter diagnostics_period_s={self.diagnostics_period_s}: use a period > 0 s")
+            raise ConfigError(f"parameter diagnostics_period_s={self.diagnostics_period_s}: use a period > 0 s")
         if not 0.0 < self.diagnostics_window_s < math.inf:
-            raise ValueError(f"parameter diagnostics_window_s={self.diagnostics_window_s}: use a window > 0 s")
+            raise ConfigError(f"parameter diagnostics_window_s={self.diagnostics_window_s}: use a window > 0 s")
         if self.camera_stall_periods < 1:
-            raise ValueError(f"parameter camera_stall_periods={self.camera_stall_periods}: use 1 or more")
+            raise ConfigError(f"parameter camera_stall_periods={self.camera_stall_periods}: use 1 or more")
 
     @property
     def resolved_precision(self) -> str:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from seg_core import ConfigError, TokenBucket
+
 POLICIES = ("confidence_fraction", "entropy", "margin", "random")
 
 
@@ -40,19 +42,19 @@ class MiningConfig:
     budget_burst: int = 3            # uploads allowed back to back after a quiet spell
     seed: int = 0                    # of the random policy's generator (reproducible runs)
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.policy not in POLICIES:
-            raise ValueError(f"parameter mining.policy={self.policy!r}: use one of {', '.join(POLICIES)}")
+            raise ConfigError(f"parameter mining.policy={self.policy!r}: use one of {', '.join(POLICIES)}")
         for name in ("confidence_threshold", "fraction_threshold", "entropy_threshold",
                      "margin_threshold", "random_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"parameter mining.{name}={value}: use a value in [0, 1]")
+                raise ConfigError(f"parameter mining.{name}={value}: use a value in [0, 1]")
         if not self.budget_per_minute >= 0.0 or math.isinf(self.budget_per_minute):
-            raise ValueError(f"parameter mining.budget_per_minute={self.budget_per_minute}: "
-                             "use a finite value >= 0")
+            raise ConfigError(f"parameter mining.budget_per_minute={self.budget_per_minute}: "
+                              "use a finite value >= 0")
         if self.budget_burst < 1:
-            raise ValueError(f"parameter mining.budget_burst={self.budget_burst}: use 1 or more")
+            raise ConfigError(f"parameter mining.budget_burst={self.budget_burst}: use 1 or more")
 
 
 @dataclass(frozen=True)
@@ -61,26 +63,6 @@ class MiningDecision:
     score: float       # hardness in [0, 1]
     is_hard: bool      # what the policy says
     upload: bool       # hard and within the upload budget
-
-
-class TokenBucket:
-    """`rate_per_minute` tokens a minute, at most `burst` saved up."""
-
-    def __init__(self, rate_per_minute: float, burst: int, clock=time.monotonic):
-        self._rate = rate_per_minute / 60.0
-        self._burst = float(burst)
-        self._tokens = float(burst) if rate_per_minute > 0 else 0.0
-        self._clock = clock
-        self._last = clock()
-
-    def take(self) -> bool:
-        now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -107,9 +89,10 @@ def mean_margin(probs: np.ndarray) -> float:
 
 class HardExampleMiner:
     def __init__(self, config: MiningConfig, clock=time.monotonic):
-        config.validate()
         self.config = config
-        self._bucket = TokenBucket(config.budget_per_minute, config.budget_burst, clock)
+        # A zero budget uploads nothing, not even a first burst.
+        self._bucket = TokenBucket(config.budget_per_minute / 60.0,
+                                   config.budget_burst if config.budget_per_minute > 0 else 0, clock)
         self._rng = np.random.default_rng(config.seed)
         self.hard_frames = 0
         self.over_budget = 0

@@ -17,6 +17,7 @@ import numpy as np
 
 from rfnet.engines import Calibration
 from rfnet.preprocessing import PreprocessConfig, preprocess_depth, preprocess_rgb
+from seg_core import ConfigError
 
 
 @dataclass(frozen=True)
@@ -26,17 +27,17 @@ class Int8Config:
     calibration_index: str = ""        # Ianvs index file to calibrate on at start instead of the camera
     min_agreement: float = 0.8         # INT8 and float labels must agree on this share of the newest frame
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.calibration_frames < 1:
-            raise ValueError(f"parameter int8.calibration_frames={self.calibration_frames}: use 1 or more")
+            raise ConfigError(f"parameter int8.calibration_frames={self.calibration_frames}: use 1 or more")
         if self.sample_every < 1:
-            raise ValueError(f"parameter int8.sample_every={self.sample_every}: use 1 or more")
+            raise ConfigError(f"parameter int8.sample_every={self.sample_every}: use 1 or more")
         if not 0.0 <= self.min_agreement <= 1.0:
-            raise ValueError(f"parameter int8.min_agreement={self.min_agreement}: use a value in [0, 1]")
+            raise ConfigError(f"parameter int8.min_agreement={self.min_agreement}: use a value in [0, 1]")
         if self.calibration_index and not Path(self.calibration_index).expanduser().is_file():
-            raise ValueError(f"parameter int8.calibration_index={self.calibration_index!r}: no such file; give "
-                             "an Ianvs index (.txt) of frames from the robot's surroundings, or leave it empty "
-                             "to calibrate on camera frames")
+            raise ConfigError(f"parameter int8.calibration_index={self.calibration_index!r}: no such file; give "
+                              "an Ianvs index (.txt) of frames from the robot's surroundings, or leave it empty "
+                              "to calibrate on camera frames")
 
 
 class CalibrationCollector:

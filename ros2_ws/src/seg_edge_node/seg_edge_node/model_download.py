@@ -40,11 +40,12 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from durable_files import TEMP_SUFFIX, fsync_dir, makedirs_durable, write_atomic
-from segwire import (ModelLimits, ModelRequest, ModelStatus, TransferError, decode_chunk, encode_model_status,
+from durable_files import TEMP_SUFFIX, file_sha256, fsync_dir, makedirs_durable, write_atomic
+from seg_core import ConfigError, Counters
+from segwire import (ModelLimits, ModelRequest, TransferStatus, TransferError, decode_chunk, encode_transfer_status,
                      encode_request, model_chunk_topic, model_request_topic, model_status_topic,
                      models_manifest_topic, validate_robot_id)
-from segwire.model_manifest import ManifestError, ModelManifest, iter_chunks, verify_manifest
+from segwire.model_manifest import ManifestError, ModelManifest, verify_manifest
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,11 @@ class DownloadOptions:
     allow_rollback: bool = False     # accept versions older than the one in use
     limits: ModelLimits = ModelLimits()
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if not 1 <= self.window <= self.limits.max_chunks_per_request:
-            raise ValueError(f"window={self.window}: use 1..{self.limits.max_chunks_per_request}")
+            raise ConfigError(f"window={self.window}: use 1..{self.limits.max_chunks_per_request}")
         if not self.request_timeout_s > 0:
-            raise ValueError(f"request_timeout_s={self.request_timeout_s}: use a time > 0")
+            raise ConfigError(f"request_timeout_s={self.request_timeout_s}: use a time > 0")
 
 
 @dataclass
@@ -98,7 +99,6 @@ class ModelDownloader:
     def __init__(self, directory: str | Path, trusted_keys: dict, robot_id: str,
                  current_version_fn: Callable[[], int], on_ready: Callable[[ModelManifest, Path], None],
                  options: DownloadOptions = DownloadOptions(), commands=None):
-        options.validate()
         if not trusted_keys:
             raise ValueError("no trusted keys: every model would be rejected")
         self.directory = Path(directory).expanduser()
@@ -111,8 +111,8 @@ class ModelDownloader:
         self._partial = self.directory / "partial"
         self._versions = self.directory / "versions"
         self._inbox: queue.Queue = queue.Queue()
-        self._lock = threading.Lock()  # status snapshot and counters, read by other threads
-        self.counters = {name: 0 for name in COUNTERS}
+        self._lock = threading.Lock()  # the status snapshot, read by other threads
+        self.counters = Counters(COUNTERS)
         self._status = dict(state="idle", version=None, received=0, total=0, reason="", last_error="")
         # worker thread only
         self._send: Send | None = None
@@ -149,7 +149,8 @@ class ModelDownloader:
     def status(self) -> dict:
         current = self._current_version()  # outside the lock: it is the caller's code
         with self._lock:
-            return dict(self._status, current_version=current, counters=dict(self.counters))
+            status = dict(self._status)
+        return dict(status, current_version=current, counters=self.counters.snapshot())
 
     # -- worker -----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -189,7 +190,7 @@ class ModelDownloader:
 
     # -- manifests --------------------------------------------------------------------------
     def _on_manifest(self, payload: bytes) -> None:
-        self._count("manifests_received")
+        self.counters.add("manifests_received")
         try:
             manifest = verify_manifest(payload, self._trusted, self.options.limits)
         except ManifestError as e:
@@ -231,21 +232,21 @@ class ModelDownloader:
 
     # -- rollback commands ------------------------------------------------------------------
     def _on_command(self, payload: bytes) -> None:
-        self._count("commands_received")
+        self.counters.add("commands_received")
         outcome = self._commands.handle(payload)
         if outcome.refused:
-            self._count("commands_refused")
+            self.counters.add("commands_refused")
             state = "downloading" if self._job is not None else "rejected"
             self._set_status(state=state, reason=outcome.reason, last_error=outcome.message)
             return
         if outcome.action == "rolling_back":
-            self._count("rollbacks")
+            self.counters.add("rollbacks")
             if self._job is not None and self._withdrawn(self._job.version):
                 self._abandon()
             self._set_status(state="idle", version=None, reason="", last_error="")
 
     def _reject(self, reason: str, message: str) -> None:
-        self._count("manifests_rejected")
+        self.counters.add("manifests_rejected")
         log.warning("%s", message)
         # A download in progress goes on: one bad manifest must not stop a good transfer.
         state = "downloading" if self._job is not None else "rejected"
@@ -253,7 +254,7 @@ class ModelDownloader:
 
     def _abandon(self) -> None:
         if self._job is not None:
-            self._count("downloads_abandoned")
+            self.counters.add("downloads_abandoned")
             log.info("abandoning the download of version %d", self._job.version)
             shutil.rmtree(self._job.directory, ignore_errors=True)
             self._job = None
@@ -266,25 +267,25 @@ class ModelDownloader:
         try:
             chunk = decode_chunk(payload, self.options.limits)
         except TransferError as e:
-            self._count("chunks_malformed")
+            self.counters.add("chunks_malformed")
             log.warning("dropped a malformed model chunk: %s", e)
             return
         job = self._job
         if job is None or chunk.version != job.version:
-            self._count("chunks_stale")
+            self.counters.add("chunks_stale")
             return
         manifest = job.manifest
         if chunk.index >= manifest.chunk_count:
-            self._count("chunks_rejected")
+            self.counters.add("chunks_rejected")
             log.warning("chunk %d of version %d is past the last chunk %d", chunk.index, job.version,
                         manifest.chunk_count - 1)
             return
         if chunk.index in job.have:
-            self._count("chunks_duplicate")
+            self.counters.add("chunks_duplicate")
             return
         if len(chunk.data) != manifest.chunk_length(chunk.index) or \
                 hashlib.sha256(chunk.data).hexdigest() != manifest.chunk_sha256[chunk.index]:
-            self._count("chunks_rejected")
+            self.counters.add("chunks_rejected")
             message = f"chunk {chunk.index} of version {job.version} does not match its signed hash; asking again"
             log.warning("%s", message)
             self._set_status(last_error=message)
@@ -293,13 +294,13 @@ class ModelDownloader:
         try:
             write_atomic(job.directory / f"{chunk.index}{CHUNK_SUFFIX}", chunk.data)
         except OSError as e:  # a full disk: leave it outstanding, asked for again after the timeout
-            self._count("disk_errors")
+            self.counters.add("disk_errors")
             self._set_status(last_error=f"cannot store chunk {chunk.index}: {e}")
             log.error("cannot store chunk %d of version %d: %s", chunk.index, job.version, e)
             return
         job.have.add(chunk.index)
         job.outstanding.pop(chunk.index, None)
-        self._count("chunks_received")
+        self.counters.add("chunks_received")
         self._set_status(received=len(job.have))
         if job.complete:
             self._finish(job)
@@ -317,7 +318,7 @@ class ModelDownloader:
         late = [i for i, sent in job.outstanding.items() if now - sent > self.options.request_timeout_s]
         for index in late:
             del job.outstanding[index]
-        self._count("re_requests", len(late))
+        self.counters.add("re_requests", len(late))
         if now - self._status_sent_at > self.options.status_period_s:
             self._publish_status()
 
@@ -336,8 +337,8 @@ class ModelDownloader:
         send(model_request_topic(self.robot_id), payload, False, self.options.request_expiry_s)
         now = time.monotonic()
         job.outstanding.update((i, now) for i in wanted)
-        self._count("requests_sent")
-        self._count("chunks_requested", len(wanted))
+        self.counters.add("requests_sent")
+        self.counters.add("chunks_requested", len(wanted))
 
     # -- completion ---------------------------------------------------------------------------
     def _finish(self, job: _Download) -> None:
@@ -345,7 +346,7 @@ class ModelDownloader:
         try:
             path = self._assemble(job)
         except OSError as e:  # e.g. a full disk: the chunks stay, assembly is tried again later
-            self._count("disk_errors")
+            self.counters.add("disk_errors")
             job.finish_after = time.monotonic() + self.options.request_timeout_s
             message = f"cannot assemble version {job.version}: {e}; trying again"
             log.error("%s", message)
@@ -356,11 +357,11 @@ class ModelDownloader:
         if path is None:
             # Every chunk matched its hash, so the signed manifest itself is inconsistent.
             self._failed.add(job.version)
-            self._count("downloads_failed")
+            self.counters.add("downloads_failed")
             self._reject("model_hash", f"version {job.version}: the chunks, each matching its signed hash, do "
                                        "not make the file the manifest describes (size or sha256); not used")
             return
-        self._count("downloads_completed")
+        self.counters.add("downloads_completed")
         log.info("model version %d downloaded and verified: %s", job.version, path)
         self._ready(job.manifest, path)
 
@@ -374,7 +375,7 @@ class ModelDownloader:
         model_path = staging / MODEL_FILE
         write_atomic(model_path, (
             (job.directory / f"{i}{CHUNK_SUFFIX}").read_bytes() for i in range(manifest.chunk_count)))
-        digest, size = _file_sha256(model_path)
+        digest, size = file_sha256(model_path), model_path.stat().st_size
         if size != manifest.size or digest != manifest.model_sha256:
             shutil.rmtree(staging, ignore_errors=True)
             return None
@@ -410,7 +411,7 @@ class ModelDownloader:
                 self._job = job
         job = self._job
         if job is not None:
-            self._count("downloads_resumed")
+            self.counters.add("downloads_resumed")
             log.info("resuming the download of version %d: %d of %d chunks on disk", job.version, len(job.have),
                      job.manifest.chunk_count)
             self._set_status(state="downloading", version=job.version, received=len(job.have),
@@ -461,26 +462,13 @@ class ModelDownloader:
         if self._send is None:
             return
         status = self.status()
-        payload = encode_model_status(ModelStatus(
+        payload = encode_transfer_status(TransferStatus(
             robot_id=self.robot_id, state=status["state"], version=status["version"],
             current_version=status["current_version"], received=status["received"], total=status["total"],
             reason=status["reason"], last_error=status["last_error"][:1000], stamp_ns=time.time_ns(),
             counters=status["counters"]), self.options.limits)
         self._send(model_status_topic(self.robot_id), payload, True, None)
         self._status_sent_at = time.monotonic()
-
-    def _count(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self.counters[name] += n
-
-
-def _file_sha256(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        for block in iter_chunks(f, 1024 * 1024):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
 
 
 class MqttModelLink:

@@ -10,7 +10,6 @@ than the serving one is refused unless it is an explicit rollback.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -23,13 +22,18 @@ from typing import Callable
 import numpy as np
 
 from durable_files import write_atomic
+from rfnet.checkpoint import model_version
 from rfnet.engines import SegmentationEngine
+from seg_core import ConfigError
 
 from .pipeline import SegmentationPipeline
 
 log = logging.getLogger(__name__)
 
-STATES = ("serving", "updating", "failed", "rolled_back")
+# What the node serves, the one vocabulary of model states: the manager moves between
+# the last four, the node starts in "loading", and seg_msgs/ModelStatus has a
+# STATE_<NAME> constant for each (the node maps them by name).
+SERVING_STATES = ("loading", "serving", "updating", "failed", "rolled_back")
 
 
 @dataclass(frozen=True)
@@ -42,19 +46,19 @@ class ModelManagerConfig:
     canary_min_agreement: float = 0.3   # share of canary pixels where old and new model agree
     canary_wait_s: float = 60.0         # how long a new model waits for a camera frame to be tested on
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if not self.enabled:
             return
         if not self.trusted_keys:
-            raise ValueError("parameter updates.trusted_keys: give the folder of trusted model signing keys "
-                             "(*.pub), or set updates.enabled false")
+            raise ConfigError("parameter updates.trusted_keys: give the folder of trusted model signing keys "
+                              "(*.pub), or set updates.enabled false")
         if self.keep_versions < 2:
-            raise ValueError(f"parameter updates.keep_versions={self.keep_versions}: keep 2 or more "
-                             "(the serving model and one to roll back to)")
+            raise ConfigError(f"parameter updates.keep_versions={self.keep_versions}: keep 2 or more "
+                              "(the serving model and one to roll back to)")
         if not 0.0 <= self.canary_min_agreement <= 1.0:
-            raise ValueError(f"parameter updates.canary_min_agreement={self.canary_min_agreement}: use [0, 1]")
+            raise ConfigError(f"parameter updates.canary_min_agreement={self.canary_min_agreement}: use [0, 1]")
         if not 0.0 <= self.canary_wait_s < float("inf"):
-            raise ValueError(f"parameter updates.canary_wait_s={self.canary_wait_s}: use a finite time >= 0 s")
+            raise ConfigError(f"parameter updates.canary_wait_s={self.canary_wait_s}: use a finite time >= 0 s")
 
 
 @dataclass(frozen=True)
@@ -68,14 +72,6 @@ class ServingModel:
 class ManagerStatus:
     state: str = "serving"
     last_error: str = ""
-
-
-def file_version(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:12]
 
 
 class ModelManager:
@@ -103,7 +99,7 @@ class ModelManager:
             model = ServingModel(int(doc["number"]), str(doc["version"]), Path(doc["path"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not model.path.is_file() or file_version(model.path) != model.version:
+        if not model.path.is_file() or model_version(model.path) != model.version:
             log.error("current.json points at %s, which is missing or changed; ignoring it", model.path)
             return None
         return model
@@ -140,7 +136,7 @@ class ModelManager:
         try:
             self.status = ManagerStatus("updating", "")
             self._on_change(self.serving, self.status)
-            candidate = ServingModel(number, file_version(path), path)
+            candidate = ServingModel(number, model_version(path), path)
             engine = self._build(path)
             problem = self._canary(engine)
             if problem:

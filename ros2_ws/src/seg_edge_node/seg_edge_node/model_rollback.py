@@ -17,14 +17,13 @@ robot killed during the rollback's swap finishes it when it is back.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from durable_files import makedirs_durable, write_atomic
+from durable_files import file_sha256, makedirs_durable, write_atomic
 from segwire import fleet_command_topic
 from segwire.model_command import CommandError, RollbackCommand, verify_command
 
@@ -150,11 +149,7 @@ class RollbackCommands:
             expected = json.loads(manifest.read_bytes())["model_sha256"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             return None, f"the manifest of kept version {version} is unreadable ({e})"
-        digest = hashlib.sha256()
-        with open(model, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != expected:
+        if file_sha256(model) != expected:
             return None, f"the kept file of version {version} no longer matches its manifest (disk damage?)"
         return model, ""
 

@@ -23,17 +23,18 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from seg_msgs.msg import LabelInfo, ModelStatus, SegmentationResult, VisionClass
 
+from seg_core import ConfigError
+
 from .config import EdgeNodeConfig
 from .image_conversion import compressed_to_rgb, image_to_depth_m, image_to_rgb, mono8_to_image, rgb_to_image
+from .model_manager import SERVING_STATES
 from .rejections import ImageConversionError
 from .ros_adapters import RosLogHandler, descriptor
 from .runtime import EdgeRuntime, FrameOutput, ModelState, RefinedOutput, StartupError
 
 RELIABLE_OUT = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-MODEL_STATES = {"loading": ModelStatus.STATE_LOADING, "serving": ModelStatus.STATE_SERVING,
-                "updating": ModelStatus.STATE_UPDATING, "failed": ModelStatus.STATE_FAILED,
-                "rolled_back": ModelStatus.STATE_ROLLED_BACK}
+ROS_MODEL_STATES = {name: getattr(ModelStatus, f"STATE_{name.upper()}") for name in SERVING_STATES}
 LEVELS = {0: DiagnosticStatus.OK, 1: DiagnosticStatus.WARN, 2: DiagnosticStatus.ERROR}
 
 
@@ -62,8 +63,14 @@ class SegEdgeNode(Node):
                 self.declare_parameter(name, default, descriptor(name, default))
             except ParameterException as e:   # a value of the wrong type or out of its range
                 raise StartupError(f"parameter {name}: {e}") from None
-        config = EdgeNodeConfig.from_parameters({n: self.get_parameter(n).value for n in defaults})
+        values = {n: self.get_parameter(n).value for n in defaults}
+        self._backend = values["backend"]
         self._status_pub = self.create_publisher(ModelStatus, "~/model_status", LATCHED)
+        try:
+            config = EdgeNodeConfig.from_parameters(values)
+        except ConfigError as e:
+            self._publish_status(ModelState("failed", "", str(e)))
+            raise StartupError(str(e)) from None
         self._labels_pub = self.create_publisher(Image, "~/labels", RELIABLE_OUT)
         self._colour_pub = self.create_publisher(Image, "~/colour_labels", RELIABLE_OUT)
         self._overlay_pub = self.create_publisher(Image, "~/overlay", RELIABLE_OUT)
@@ -71,7 +78,6 @@ class SegEdgeNode(Node):
         self._refined_pub = self.create_publisher(Image, "~/refined_labels", RELIABLE_OUT)
         self._label_info_pub = self.create_publisher(LabelInfo, "~/label_info", LATCHED)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._backend = config.backend
         self.runtime = EdgeRuntime(config, on_refined=self._publish_refined, on_model_state=self._publish_status,
                                    wall_clock_ns=lambda: self.get_clock().now().nanoseconds)
         self._publish_label_info()
@@ -142,7 +148,7 @@ class SegEdgeNode(Node):
 
     # -- status, parameters, diagnostics ---------------------------------------------------------
     def _publish_status(self, state: ModelState) -> None:
-        msg = ModelStatus(version=state.version, backend=self._backend, state=MODEL_STATES[state.state],
+        msg = ModelStatus(version=state.version, backend=self._backend, state=ROS_MODEL_STATES[state.state],
                           last_error=state.error)
         msg.header.stamp = self.get_clock().now().to_msg()
         self._status_pub.publish(msg)

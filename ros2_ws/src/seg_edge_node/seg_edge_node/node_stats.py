@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
+from collections.abc import Iterable
 
 import numpy as np
+
+from seg_core import Counters
 
 
 class NodeStats:
@@ -13,27 +16,26 @@ class NodeStats:
     # rate of the last frames seen, so a stalled camera shows up in diagnostics.
     STALE_AFTER_S = 3.0
 
-    def __init__(self, window: int = 300):
-        self._lock = threading.Lock()
-        self.counters: Counter[str] = Counter()
+    def __init__(self, counters: Iterable[str] = (), window: int = 300):
+        self.counters = Counters(counters)
+        self._lock = threading.Lock()   # the windows below
         self._latency_ms: deque[float] = deque(maxlen=window)
         self._engine_ms: deque[float] = deque(maxlen=window)
         self._done_at: deque[float] = deque(maxlen=window)
 
     def count(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self.counters[name] += n
+        self.counters.add(name, n)
 
     def frame_done(self, latency_ms: float, engine_ms: float) -> None:
+        self.counters.add("frames_segmented")
         with self._lock:
-            self.counters["frames_segmented"] += 1
             self._latency_ms.append(latency_ms)
             self._engine_ms.append(engine_ms)
             self._done_at.append(time.monotonic())
 
     def snapshot(self) -> dict[str, float]:
+        snap: dict[str, float] = dict(self.counters.snapshot())
         with self._lock:
-            snap: dict[str, float] = dict(self.counters)
             done = list(self._done_at)
             if done and time.monotonic() - done[-1] > self.STALE_AFTER_S:
                 snap["rate_hz"] = 0.0
@@ -43,4 +45,4 @@ class NodeStats:
                 if values:
                     p50, p99 = np.percentile(np.fromiter(values, float), [50, 99])
                     snap[f"{name}_p50"], snap[f"{name}_p99"] = float(p50), float(p99)
-            return snap
+        return snap

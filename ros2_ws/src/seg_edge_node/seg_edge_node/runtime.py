@@ -38,7 +38,7 @@ from .frame_pairing import StampPairer
 from .hard_mining import HardExampleMiner
 from .int8_calibration import CalibrationCollector, calibration_from_index
 from .keep_latest import LatestSlot
-from .model_manager import ManagerStatus, ModelManager, ServingModel
+from .model_manager import SERVING_STATES, ManagerStatus, ModelManager, ServingModel
 from .node_stats import NodeStats
 from .overlay import colour_overlay
 from .parameter_info import LIVE_PARAMETERS
@@ -95,9 +95,13 @@ class RefinedOutput:
 
 @dataclass(frozen=True)
 class ModelState:
-    state: str          # loading | serving | updating | failed | rolled_back
+    state: str          # one of model_manager.SERVING_STATES
     version: str
     error: str = ""
+
+    def __post_init__(self) -> None:
+        if self.state not in SERVING_STATES:
+            raise ValueError(f"model state {self.state!r} is not one of {SERVING_STATES}")
 
 
 @dataclass(frozen=True)
@@ -117,9 +121,7 @@ class EdgeRuntime:
         self._wall_ns = wall_clock_ns
         self._clock = clock
         self._started_at = clock()
-        self.stats = NodeStats()
-        for name in COUNTERS:
-            self.stats.count(name, 0)
+        self.stats = NodeStats(COUNTERS)
         self._events = RecentEvents(config.diagnostics_window_s, clock)
         self._throttled = ThrottledLog(log, LOG_THROTTLE_S, clock)
         self._slot: LatestSlot[tuple[Any, Any]] = LatestSlot()
@@ -132,7 +134,6 @@ class EdgeRuntime:
         self._uplink = self._model_link = self._downloader = self._manager = None
         self._emit_state("loading", "")
         try:
-            config.validate()
             self._pairer = (StampPairer(int(config.pair_tolerance_s * 1e9), int(config.pair_timeout_s * 1e9))
                             if config.use_depth else None)
             self._load_model()
@@ -251,9 +252,7 @@ class EdgeRuntime:
         self._downloader = ModelDownloader(cfg.directory, trusted, up.robot_id, lambda: self._manager.serving.number,
                                            self._model_ready, DownloadOptions(fleet=cfg.fleet), commands=rollback)
         self._downloader.start()
-        client = make_client(f"{up.client_id or 'seg-edge-' + up.robot_id}-models", username=up.username,
-                             password=up.password, password_file=up.password_file, tls=up.tls,
-                             ca_file=up.ca_file, cert_file=up.cert_file, key_file=up.key_file)
+        client = make_client(f"{up.client_id or 'seg-edge-' + up.robot_id}-models", up)
         self._model_link = MqttModelLink(self._downloader, client)
         self._model_link.start(up.host, up.port, up.keepalive_s)
 
@@ -432,7 +431,6 @@ class EdgeRuntime:
         flat = {**self.config.to_parameters(), **changes}
         try:
             new = EdgeNodeConfig.from_parameters(flat)
-            new.validate()
         except (ValueError, TypeError) as e:
             return str(e)
         if new.mining != self.config.mining:

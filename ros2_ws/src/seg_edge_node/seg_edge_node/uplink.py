@@ -26,10 +26,11 @@ from typing import Callable
 
 import paho.mqtt.client as mqtt
 
-from segwire import (HardFrame, RefinedResult, RobotStatus, WireError, connect_persistent, decode_refined,
+from seg_core import ConfigError, Counters
+from segwire import (HardFrame, MqttConnection, RefinedResult, RobotStatus, WireError, connect_persistent,
+                     decode_refined,
                      encode_hard_frame, encode_status, hard_topic, make_client, refined_topic, status_topic,
                      validate_robot_id)
-from segwire.mqtt_client import check_client_settings
 
 from .spool import CorruptEntryError, DiskSpool, SpoolError
 
@@ -37,20 +38,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class UplinkConfig:
+class UplinkConfig(MqttConnection):
+    """The broker connection (segwire.MqttConnection's fields: host, port, client_id,
+    credentials, TLS, keepalive, session expiry) and how hard frames travel over it."""
     host: str = ""                 # broker host; empty disables the uplink
-    port: int = 1883
-    robot_id: str = "robot"
-    client_id: str = ""            # default "seg-edge-<robot_id>"; must be stable for the session
-    username: str = ""
-    password: str = ""             # prefer password_file: a parameter shows in `ros2 param dump`
-    password_file: str = ""        # first line is the password
-    tls: bool = False              # verifies the broker's certificate and host name against ca_file
-    ca_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-    keepalive_s: int = 10
-    session_expiry_s: int = 7 * 24 * 3600
+    robot_id: str = "robot"        # client_id defaults to "seg-edge-<robot_id>"
     spool_dir: str = "~/.cache/seg_edge/spool"
     spool_max_mb: float = 256.0
     rgb_format: str = "jpeg"
@@ -67,30 +59,28 @@ class UplinkConfig:
     def enabled(self) -> bool:
         return bool(self.host)
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if not self.enabled:
             return
         try:
             validate_robot_id(self.robot_id)
         except WireError as e:
-            raise ValueError(f"parameter uplink.robot_id: {e}") from e
-        if not 0 < self.port < 65536:
-            raise ValueError(f"parameter uplink.port={self.port}: use 1..65535")
+            raise ConfigError(f"parameter uplink.robot_id: {e}") from e
         try:
-            check_client_settings(self, "uplink")
-        except ValueError as e:
-            raise ValueError(f"parameter {e}") from e
+            self.check("uplink")
+        except ConfigError as e:
+            raise ConfigError(f"parameter {e}") from e
         if self.rgb_format not in ("jpeg", "png"):
-            raise ValueError(f"parameter uplink.rgb_format={self.rgb_format!r}: use jpeg or png")
+            raise ConfigError(f"parameter uplink.rgb_format={self.rgb_format!r}: use jpeg or png")
         if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"parameter uplink.jpeg_quality={self.jpeg_quality}: use 1..100")
+            raise ConfigError(f"parameter uplink.jpeg_quality={self.jpeg_quality}: use 1..100")
         if not 0 <= self.depth_unit_mm <= 1000:
-            raise ValueError(f"parameter uplink.depth_unit_mm={self.depth_unit_mm}: use 1..1000, or 0 for "
-                             "one step of the model's depth scale")
+            raise ConfigError(f"parameter uplink.depth_unit_mm={self.depth_unit_mm}: use 1..1000, or 0 for "
+                              "one step of the model's depth scale")
         if not self.spool_max_mb > 0:
-            raise ValueError(f"parameter uplink.spool_max_mb={self.spool_max_mb}: use a size > 0")
+            raise ConfigError(f"parameter uplink.spool_max_mb={self.spool_max_mb}: use a size > 0")
         if self.max_inflight < 1:
-            raise ValueError(f"parameter uplink.max_inflight={self.max_inflight}: use 1 or more")
+            raise ConfigError(f"parameter uplink.max_inflight={self.max_inflight}: use 1 or more")
 
 
 def model_depth_step_mm(depth_units_per_metre: float) -> int:
@@ -101,7 +91,6 @@ def model_depth_step_mm(depth_units_per_metre: float) -> int:
 class MqttUplink:
     def __init__(self, config: UplinkConfig, on_refined: Callable[[RefinedResult], None],
                  model_version: Callable[[], str] = lambda: "", depth_units_per_metre: float = 25.5):
-        config.validate()
         self.config = config
         self.depth_unit_mm = config.depth_unit_mm or model_depth_step_mm(depth_units_per_metre)
         self._on_refined = on_refined
@@ -116,11 +105,9 @@ class MqttUplink:
         self._running = False
         self._inflight: dict[int, tuple[str, float]] = {}   # mid -> (spool entry, publish time)
         self._unconfirmed: dict[str, float] = {}            # spool entry -> when the broker acked it
-        self._lock = threading.Lock()                       # counters
-        self.counters = dict(submitted=0, dropped_queue_full=0, encode_errors=0, spool_errors=0,
-                             published=0, bytes_published=0, acknowledged=0, confirmed=0, republished=0,
-                             refined_received=0, refined_rejected=0, connects=0, disconnects=0,
-                             refused_by_broker=0)
+        self.counters = Counters(("submitted", "dropped_queue_full", "encode_errors", "spool_errors", "published",
+                                  "bytes_published", "acknowledged", "confirmed", "republished", "refined_received",
+                                  "refined_rejected", "connects", "disconnects", "refused_by_broker"))
         self._client = self._make_client()
 
     # -- public API --------------------------------------------------------------------
@@ -129,7 +116,7 @@ class MqttUplink:
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
         self._thread.start()
         cfg = self.config
-        connect_persistent(self._client, cfg.host, cfg.port, cfg.keepalive_s, cfg.session_expiry_s)
+        connect_persistent(self._client, cfg)
         log.info("uplink to %s:%d as %s (spool %s, %d frames waiting)", cfg.host, cfg.port,
                  self._client_id, self.spool.directory, len(self.spool))
 
@@ -138,9 +125,9 @@ class MqttUplink:
         try:
             self._frames.put_nowait(frame)
         except queue.Full:
-            self._count("dropped_queue_full")
+            self.counters.add("dropped_queue_full")
             return False
-        self._count("submitted")
+        self.counters.add("submitted")
         self._wake.set()
         return True
 
@@ -149,8 +136,7 @@ class MqttUplink:
         return self._connected.is_set()
 
     def stats(self) -> dict:
-        with self._lock:
-            out = dict(self.counters)
+        out = self.counters.snapshot()
         out.update({f"spool_{k}": v for k, v in self.spool.stats().items()})
         out["connected"] = int(self.connected)
         out["inflight"] = len(self._inflight)
@@ -183,9 +169,7 @@ class MqttUplink:
 
     def _make_client(self) -> mqtt.Client:
         cfg = self.config
-        client = make_client(self._client_id, username=cfg.username, password=cfg.password,
-                             password_file=cfg.password_file, tls=cfg.tls, ca_file=cfg.ca_file,
-                             cert_file=cfg.cert_file, key_file=cfg.key_file)
+        client = make_client(self._client_id, cfg)
         client.will_set(status_topic(cfg.robot_id), self._status("offline"), qos=1, retain=True)
         client.max_inflight_messages_set(cfg.max_inflight)
         client.on_connect = self._on_connect
@@ -198,7 +182,7 @@ class MqttUplink:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
             return
-        self._count("connects")
+        self.counters.add("connects")
         client.subscribe(refined_topic(self.config.robot_id), qos=1)
         client.publish(status_topic(self.config.robot_id), self._status("online"), qos=1, retain=True)
         self._connected.set()
@@ -207,14 +191,14 @@ class MqttUplink:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
-        self._count("disconnects")
+        self.counters.add("disconnects")
         if self._running:
             log.warning("lost the broker (%s); frames wait in the spool, retrying", reason_code)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         if reason_code.is_failure:
             # The frame stays unconfirmed and is sent again later, so this repeats until fixed.
-            self._count("refused_by_broker")
+            self.counters.add("refused_by_broker")
             log.warning("the broker refused a frame on %s: %s; with the project's ACL (deploy/mosquitto) "
                         "uplink.username must be the robot id", hard_topic(self.config.robot_id), reason_code)
         self._acks.put(mid)
@@ -224,10 +208,10 @@ class MqttUplink:
         try:
             result = decode_refined(message.payload)
         except WireError as e:
-            self._count("refined_rejected")
+            self.counters.add("refined_rejected")
             log.warning("dropped a malformed refined result on %s: %s", message.topic, e)
             return
-        self._count("refined_received")
+        self.counters.add("refined_received")
         self._confirmations.put(result.frame_uuid)
         self._wake.set()
         try:
@@ -257,13 +241,13 @@ class MqttUplink:
                 payload = encode_hard_frame(frame, cfg.rgb_format, cfg.jpeg_quality,
                                             depth_unit_mm=self.depth_unit_mm)
             except WireError as e:
-                self._count("encode_errors")
+                self.counters.add("encode_errors")
                 log.error("cannot encode hard frame %s: %s", frame.frame_uuid, e)
                 continue
             try:
                 self.spool.put(payload, frame.frame_uuid)
             except SpoolError as e:
-                self._count("spool_errors")
+                self.counters.add("spool_errors")
                 log.error("hard frame %s not spooled: %s", frame.frame_uuid, e)
 
     def _handle_acks(self) -> None:
@@ -275,7 +259,7 @@ class MqttUplink:
             entry = self._inflight.pop(mid, None)
             if entry is not None:
                 self._unconfirmed[entry[0]] = time.monotonic()
-                self._count("acknowledged")
+                self.counters.add("acknowledged")
 
     def _handle_confirmations(self) -> None:
         while True:
@@ -287,7 +271,7 @@ class MqttUplink:
             for entry in [e for e in self.spool if e.endswith(frame_uuid)]:
                 self._unconfirmed.pop(entry, None)
                 if self.spool.remove(entry):
-                    self._count("confirmed")
+                    self.counters.add("confirmed")
 
     def _publish_spooled(self) -> None:
         cfg = self.config
@@ -295,11 +279,11 @@ class MqttUplink:
         for mid, (entry, sent_at) in list(self._inflight.items()):
             if now - sent_at > cfg.ack_timeout_s:  # lost somewhere: send again (the bridge dedups)
                 del self._inflight[mid]
-                self._count("republished")
+                self.counters.add("republished")
         for entry, acked_at in list(self._unconfirmed.items()):
             if now - acked_at > cfg.confirm_timeout_s:   # no answer from the bridge: send again
                 del self._unconfirmed[entry]
-                self._count("republished")
+                self.counters.add("republished")
         busy = {entry for entry, _ in self._inflight.values()} | set(self._unconfirmed)
         for entry in self.spool.oldest(cfg.max_inflight + len(busy)):
             if len(self._inflight) >= cfg.max_inflight:
@@ -314,9 +298,5 @@ class MqttUplink:
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 return  # not connected after all; paho keeps what it accepted
             self._inflight[info.mid] = (entry, now)
-            self._count("published")
-            self._count("bytes_published", len(payload))
-
-    def _count(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self.counters[name] += n
+            self.counters.add("published")
+            self.counters.add("bytes_published", len(payload))
