@@ -60,7 +60,9 @@ def test_rgb_only_camera_with_use_depth_true_is_explained(tmp_path, reference_ch
 
 def test_diagnostics_follow_the_recent_window_and_parameters_change_live(tmp_path, reference_checkpoint):
     env = ros_env(tmp_path)
-    node = start_node(tmp_path, env, reference_checkpoint, diagnostics_window_s=3.0, camera_stall_periods=5)
+    # A wide window: a diagnostics timer held back a few seconds by a loaded machine must still report
+    # each rejection of the bad-input script before it leaves the window.
+    node = start_node(tmp_path, env, reference_checkpoint, diagnostics_window_s=6.0, camera_stall_periods=5)
     diag_path = tmp_path / "diag.jsonl"
     try:
         wait_serving(node)
@@ -81,7 +83,7 @@ def test_diagnostics_follow_the_recent_window_and_parameters_change_live(tmp_pat
 
         bad = Proc("bad_publisher", python_script("bad_input_publisher.py"), env, tmp_path)
         assert bad.wait(60) == 0, bad.log()
-        during_bad = [d for d in read_diagnostics(diag_path) if "bad input seen in the last 3 s" in d["_message"]]
+        during_bad = [d for d in read_diagnostics(diag_path) if "bad input seen in the last 6 s" in d["_message"]]
         assert during_bad and all(d["_level"] == 1 for d in during_bad)
         assert any("rejected rgb (encoding) x1" in d["_message"] for d in during_bad), during_bad
 
