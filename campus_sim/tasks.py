@@ -13,6 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from .camera import Intrinsics, Rays
+from .instances import instance_map
 from .raycast import cast
 from .scene import Rates, SceneConfig, Street, WalkConfig
 from .sensor import DepthConfig, SensorConfig, expose, measure_depth
@@ -40,6 +41,9 @@ class Frame:
     labels: np.ndarray         # (H, W) uint8 class ids, 255 = ignore
     intrinsics: Intrinsics
     pose: np.ndarray           # (4, 4) camera-to-world (x along the street, z up)
+    # (H, W) int32 ground-truth object instances (campus_sim.instances); class-agnostic
+    # ids for the benchmark's SAM stand-in, None unless render(..., instances=True).
+    instances: np.ndarray | None = None
 
 
 TASKS: dict[str, Task] = {t.name: t for t in [
@@ -91,15 +95,19 @@ def _street(task_name: str, seed: int, street: int) -> tuple[Street, Lighting]:
     return Street(task.scene, task.walk, key), task.light.sample(np.random.default_rng([*key, 9]))
 
 
-def render(task: str, index: int, seed: int = 0, height: int = 480, width: int = 640) -> Frame:
-    """Frame `index` of task `task` for `seed`, rendered natively at height x width."""
+def render(task: str, index: int, seed: int = 0, height: int = 480, width: int = 640,
+           instances: bool = False) -> Frame:
+    """Frame `index` of task `task` for `seed`, rendered natively at height x width; with
+    `instances`, also its object instance map (from the z-buffer, before any sensor effect)."""
     t = get_task(task)
     street, lighting = _street(task, seed, index // t.walk.frames_per_street)
     pose, prims, lights = street.view(index % t.walk.frames_per_street)
     intr = Intrinsics.for_size(height, width)
     rays = Rays(intr, pose)
-    view = shade(cast(prims, rays, pose, intr), pose, intr, lighting, lights)
+    casting = cast(prims, rays, pose, intr)
+    view = shade(casting, pose, intr, lighting, lights)
     rng = np.random.default_rng([seed, _task_code(task), index, 3])
     rgb = expose(view.radiance, view.depth, lights, pose, intr, t.sensor, rng)
     depth = measure_depth(view.depth, t.depth, rng)
-    return Frame(rgb, depth, view.labels, intr, pose.matrix())
+    inst = instance_map(casting.prim, view.labels, casting.primitives) if instances else None
+    return Frame(rgb, depth, view.labels, intr, pose.matrix(), inst)
