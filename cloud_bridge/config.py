@@ -13,6 +13,7 @@ import yaml
 
 from segwire.mqtt_client import check_client_settings
 
+from .cloud_semantics import SemanticsConfig
 from .lifelong_config import LifelongConfig
 from .mask_generators import MaskGeneratorConfig
 
@@ -77,6 +78,8 @@ class BridgeConfig:
     # with the matching model_type), weights-free region proposals otherwise.
     refinement: MaskGeneratorConfig = field(default_factory=MaskGeneratorConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    # Whose class evidence the masks vote with: the robot's model, the cloud's own, or both.
+    semantics: SemanticsConfig = field(default_factory=SemanticsConfig)
     # Retraining from the stored samples (cloud_bridge.lifelong, cloud_bridge.replay_buffer).
     lifelong: LifelongConfig = field(default_factory=LifelongConfig)
 

@@ -31,6 +31,11 @@ def test_shipped_example_is_complete_and_equals_the_defaults():
     ("lifelong:\n  min_new_samples: 0\n", "min_new_samples=0"),
     ("lifelong:\n  train:\n    lr: 0\n", "train.lr=0"),
     ("lifelong:\n  gate:\n    max_drop: 0.1\n", "unknown key(s) ['max_drop'] in lifelong.gate"),
+    ("semantics:\n  mode: both\n", "semantics.mode 'both'"),
+    ("semantics:\n  cloud_weight: 1.5\n", "cloud_weight must be in [0, 1]"),
+    ("refinement:\n  fallback: sam\n", "refinement.fallback 'sam'"),
+    ("refinement:\n  depth_regions:\n    hfov_deg: 0.0\n", "hfov_deg"),
+    ("lifelong:\n  pseudo_labels:\n    keep_fraction: 0.0\n", "keep_fraction"),
 ])
 def test_bad_files_are_explained(tmp_path, text, message):
     path = tmp_path / "bridge.yaml"
