@@ -123,8 +123,12 @@ def models_saw(cfg: JobConfig, report: dict) -> dict:
         "base_model": f"trained on {d.old_train} {d.old_task} train frames (photometric augmentation: "
                       f"{cfg.base.photometric}), selected on {d.old_val} {d.old_task} val frames; no {d.new_task} frame",
         "cloud_model": f"the base model fine-tuned at {cfg.cloud.input_width}x{cfg.cloud.input_height} on the same "
-                       f"{d.old_train} {d.old_task} train frames with photometric augmentation, selected on the same "
-                       f"{d.old_val} val frames; no {d.new_task} frame or label",
+                       f"{d.old_train} {d.old_task} train frames"
+                       + (f" plus {cfg.cloud.extra_frames} generated {cfg.cloud.extra_task} frames (its own streets: "
+                          f"{d.old_task}'s kind of street after dark, some underpasses)"
+                          if cfg.cloud.extra_task and cfg.cloud.extra_frames else "")
+                       + f", with photometric augmentation, selected on the same {d.old_val} val frames; no "
+                         f"{d.new_task} frame or label",
         "update_pseudo": f"the base model fine-tuned on the walk's uploaded {d.new_task} frames (walk split, "
                          f"streets of their own) with the bridge's pseudo-labels (no ground truth), plus "
                          f"{u.rehearsal_ratio:g} {d.old_task} train frames per new frame; gated on the {d.old_val} "
