@@ -16,6 +16,7 @@ from segwire.mqtt_client import check_client_settings
 from .cloud_semantics import SemanticsConfig
 from .lifelong_config import LifelongConfig
 from .mask_generators import MaskGeneratorConfig
+from .ops_config import HttpConfig, StoreConfig
 
 
 class ConfigError(ValueError):
@@ -82,6 +83,10 @@ class BridgeConfig:
     semantics: SemanticsConfig = field(default_factory=SemanticsConfig)
     # Retraining from the stored samples (cloud_bridge.lifelong, cloud_bridge.replay_buffer).
     lifelong: LifelongConfig = field(default_factory=LifelongConfig)
+    # Where samples and the trainer's bookkeeping live (sqlite: this host; postgres: shared).
+    store: StoreConfig = field(default_factory=StoreConfig)
+    # Probes and Prometheus metrics (cloud_bridge.service_http).
+    http: HttpConfig = field(default_factory=HttpConfig)
 
     def validate(self) -> None:
         if self.workers < 1:

@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import bisect
 import dataclasses
-import fcntl
-import json
 import logging
-import re
+import os
 import sys
 import time
 from collections import Counter
@@ -39,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from durable_files import makedirs_durable, write_atomic
+from durable_files import makedirs_durable
 from rfnet.checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
 from rfnet.engines import ModelSpec
 from rfnet.training import TrainConfig, Trainer, evaluate, open_labelled
@@ -48,16 +46,14 @@ from segdata import DatasetError, SegmentationDataset, TorchSegmentationDataset
 
 from .config import ConfigError, load_bridge_config
 from .lifelong_config import FineTuneConfig, GateConfig, LifelongConfig
+from .lifelong_ledger import LedgerBusy, TrainingLedger
 from .replay_buffer import BufferEntry, ReplayBuffer, TrainMarker
-from .sample_store import SampleStore, SampleStoreError, SqliteSampleStore
+from .sample_store import SampleStore, SampleStoreError
 
 __all__ = ["LifelongConfig", "LifelongError", "LifelongTrainer", "GateDecision", "TaskScores", "gate_reasons",
            "transfer_metrics"]
 
 log = logging.getLogger(__name__)
-
-MARKER_FILE = "marker.json"
-_CANDIDATE_RE = re.compile(r"^candidate-(\d{6,})\.(pth|json)$")
 
 
 class LifelongError(RuntimeError):
@@ -176,7 +172,8 @@ class LifelongTrainer:
     """
 
     def __init__(self, config: LifelongConfig, store: SampleStore, current_checkpoint: str | Path,
-                 on_publish: Callable[[Path, GateDecision], None] | None = None, progress: bool = False):
+                 on_publish: Callable[[Path, GateDecision], None] | None = None, progress: bool = False,
+                 ledger: TrainingLedger | None = None):
         if not config.output_dir:
             raise LifelongError("lifelong.output_dir is empty: set where candidates and decisions go")
         self.config, self.store = config, store
@@ -184,17 +181,17 @@ class LifelongTrainer:
         self.on_publish, self.progress = on_publish, progress
         self.output_dir = Path(config.output_dir).expanduser()
         self.buffer = ReplayBuffer(store, config.buffer)
+        if ledger is None:   # markers, decisions and the run lock in files under output_dir
+            from .lifelong_ledger import FileLedger
+            ledger = FileLedger(self.output_dir)
+        self.ledger = ledger
 
     # -- trigger ------------------------------------------------------------------------
     def load_marker(self) -> TrainMarker | None:
-        path = self.output_dir / MARKER_FILE
         try:
-            return TrainMarker.from_json(json.loads(path.read_text()))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise LifelongError(f"trigger marker {path} is unreadable ({e}); delete it to count every "
-                                "labelled frame as new") from e
+            return self.ledger.load_marker()
+        except ValueError as e:
+            raise LifelongError(str(e)) from e
 
     def pending(self) -> list[BufferEntry]:
         """Labelled buffer frames (both splits) not yet trained on."""
@@ -206,12 +203,11 @@ class LifelongTrainer:
     # -- run ----------------------------------------------------------------------------
     def run(self, reason: str) -> GateDecision:
         makedirs_durable(self.output_dir)
-        with open(self.output_dir / "lifelong.lock", "a+b") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise LifelongError(f"another lifelong run is using {self.output_dir}") from None
-            decision = self._run_locked(reason)
+        try:
+            with self.ledger.run_lock():
+                decision = self._run_locked(reason)
+        except LedgerBusy as e:
+            raise LifelongError(str(e)) from None
         if decision.published and self.on_publish is not None:
             self.on_publish(decision.candidate_path, decision)
         return decision
@@ -227,7 +223,7 @@ class LifelongTrainer:
         data = self._prepare(current.num_classes, tc)
         t_data = time.monotonic()
 
-        candidate_id = self._next_candidate_id()
+        candidate_id = self.ledger.next_candidate_id()
         candidate_path = self.output_dir / "candidates" / f"candidate-{candidate_id:06d}.pth"
         model = load_checkpoint(self.current_checkpoint).model  # a fresh copy to fine-tune
         history = Trainer(model, tc).fit(data.train, progress=self.progress).history
@@ -261,11 +257,9 @@ class LifelongTrainer:
             "timings_s": {"data": t_data - t0, "train": t_train - t_data, "eval": t_eval - t_train,
                           "total": time.monotonic() - t0},
         }
-        record_path = self.output_dir / "decisions" / f"candidate-{candidate_id:06d}.json"
-        makedirs_durable(record_path.parent)
-        write_atomic(record_path, (json.dumps(record, indent=2) + "\n").encode())
+        record_path = self.ledger.save_decision(candidate_id, record)
         # Everything labelled when the run started: frames arriving during training stay new.
-        self._save_marker(self.buffer.marker(data.labelled), candidate_id)
+        self.ledger.save_marker(self.buffer.marker(data.labelled), candidate_id)
 
         decision = GateDecision(candidate_id, not reasons, reasons, old, new, transfer["bwt"], transfer["fwt"],
                                 candidate_path, record_path, record)
@@ -353,22 +347,12 @@ class LifelongTrainer:
     def _miou(self, model, data, tc: TrainConfig) -> float:
         return evaluate(model, data, tc, model.num_classes, progress=self.progress).miou()
 
-    def _next_candidate_id(self) -> int:
-        """One above every id used so far, by a checkpoint or a record: ids never repeat,
-        even after a run that died between writing the two."""
-        used = [int(m.group(1)) for d in ("candidates", "decisions") if (self.output_dir / d).is_dir()
-                for p in (self.output_dir / d).iterdir() if (m := _CANDIDATE_RE.match(p.name))]
-        return max(used, default=0) + 1
-
-    def _save_marker(self, marker: TrainMarker, candidate_id: int) -> None:
-        data = {**marker.to_json(), "candidate_id": candidate_id}
-        write_atomic(self.output_dir / MARKER_FILE, (json.dumps(data) + "\n").encode())
-
 
 BROKER_WAIT_S = 15.0   # --publish: how long to wait for the broker before training
 
 
-def main(argv=None) -> int:
+def main(argv=None, observer=None) -> int:
+    """observer (cloud_bridge.trainer_job's metrics) hears how the run ended."""
     ap = argparse.ArgumentParser(description="Retrain RFNet on the replay buffer when enough new frames arrived; "
                                              "publish the candidate only if the gate passes.")
     ap.add_argument("--config", type=Path, help="bridge YAML (its lifelong section and storage_dir)")
@@ -401,22 +385,26 @@ def main(argv=None) -> int:
     config = bridge.lifelong
     if not config.output_dir:
         config = dataclasses.replace(config, output_dir=str(storage / "lifelong"))
-    store_dir = args.store or storage / "samples"
-    if not store_dir.is_dir():
-        print(f"lifelong: no sample store at {store_dir}", file=sys.stderr)
+    from .store_factory import open_ledger, open_store
+
+    try:   # SQLite under --store/<storage_dir>, or the shared PostgreSQL database (store.backend)
+        store = open_store(bridge, os.environ, "lifelong-trainer", sqlite_dir=args.store, create=False)
+    except (ValueError, SampleStoreError) as e:
+        print(f"lifelong: {e}", file=sys.stderr)
         return 2
     publisher = pusher = None
-    if args.publish:
+    with store:
+        if args.publish:
+            try:
+                publisher, pusher = _candidate_pusher(args, bridge, storage)
+            except (ValueError, OSError, CheckpointError) as e:   # before any training time is spent
+                print(f"lifelong: --publish: {e}", file=sys.stderr)
+                return 2
         try:
-            publisher, pusher = _candidate_pusher(args, bridge, storage)
-        except (ValueError, OSError, CheckpointError) as e:   # before any training time is spent
-            print(f"lifelong: --publish: {e}", file=sys.stderr)
-            return 2
-    try:
-        return _run(args, config, store_dir, pusher, publisher)
-    finally:
-        if publisher is not None:
-            publisher.stop()
+            return _run(args, config, store, open_ledger(store, config.output_dir), pusher, publisher, observer)
+        finally:
+            if publisher is not None:
+                publisher.stop()
 
 
 def _candidate_pusher(args, bridge, storage: Path):
@@ -444,45 +432,67 @@ def _candidate_pusher(args, bridge, storage: Path):
     return publisher, CandidatePusher(publisher, spec)
 
 
-def _run(args, config: LifelongConfig, store_dir: Path, pusher, publisher) -> int:
+def _run(args, config: LifelongConfig, store: SampleStore, ledger: TrainingLedger, pusher, publisher,
+         observer=None) -> int:
     from .lifelong_publish import CandidatePushError
     from .model_push import PublishError
 
     version = None
+    report = observer or _NoObserver()
 
     def on_publish(path: Path, decision: GateDecision) -> None:
         nonlocal version
         version = pusher(path, decision)
 
-    with SqliteSampleStore(store_dir) as store:
-        trainer = LifelongTrainer(config, store, args.current, on_publish=on_publish if pusher else None,
-                                  progress=sys.stderr.isatty())
-        try:
+    if pusher is not None:
+        pusher.versions = ledger   # versions are allocated where every trainer sees them
+    trainer = LifelongTrainer(config, store, args.current, on_publish=on_publish if pusher else None,
+                              progress=sys.stderr.isatty(), ledger=ledger)
+    try:
+        # One lock over training and publishing: a second trainer does neither.
+        with ledger.run_lock():
             pending = len(trainer.pending())
+            report.pending(pending)
             if pending < config.min_new_samples and not args.force:
+                report.finished("not_triggered")
                 print(f"not triggered: {pending} new labelled frames < min_new_samples {config.min_new_samples}")
                 return 0
             reason = (f"forced ({pending} new labelled frames)" if pending < config.min_new_samples
                       else f"triggered: {pending} new labelled frames >= {config.min_new_samples}")
             d = trainer.run(reason)
-        except (LifelongError, CheckpointError, DatasetError, SampleStoreError, PublishError) as e:
-            print(f"lifelong: {e}", file=sys.stderr)
-            return 2
-        except CandidatePushError as e:
-            print(f"lifelong: not pushed: {e}", file=sys.stderr)
-            return 2
-        print(f"candidate {d.candidate_id}: {'PUBLISH' if d.published else 'BLOCK'}"
-              + ("" if d.published else f" ({'; '.join(d.reasons)})"))
-        print(f"  old-task mIoU {d.old_task.current:.4f} -> {d.old_task.candidate:.4f} ({d.old_task.delta:+.4f})")
-        print(f"  new-task mIoU {d.new_task.current:.4f} -> {d.new_task.candidate:.4f} ({d.new_task.delta:+.4f})")
-        print(f"  BWT {d.bwt:+.4f}  FWT {d.fwt:+.4f}")
-        print(f"  checkpoint {d.candidate_path}\n  record {d.record_path}")
+    except LedgerBusy as e:
+        report.finished("busy")
+        print(f"lifelong: {e}")
+        return 0
+    except (LifelongError, CheckpointError, DatasetError, SampleStoreError, PublishError) as e:
+        report.finished("failed")
+        print(f"lifelong: {e}", file=sys.stderr)
+        return 2
+    except CandidatePushError as e:
+        report.finished("failed")
+        print(f"lifelong: not pushed: {e}", file=sys.stderr)
+        return 2
+    report.finished("published" if d.published else "blocked")
+    print(f"candidate {d.candidate_id}: {'PUBLISH' if d.published else 'BLOCK'}"
+          + ("" if d.published else f" ({'; '.join(d.reasons)})"))
+    print(f"  old-task mIoU {d.old_task.current:.4f} -> {d.old_task.candidate:.4f} ({d.old_task.delta:+.4f})")
+    print(f"  new-task mIoU {d.new_task.current:.4f} -> {d.new_task.candidate:.4f} ({d.new_task.delta:+.4f})")
+    print(f"  BWT {d.bwt:+.4f}  FWT {d.fwt:+.4f}")
+    print(f"  checkpoint {d.candidate_path}\n  record {d.record_path}")
     if version is not None:
         where = (f"pushed to fleet {publisher.fleet!r}" if publisher.stats()["connected"] else
                  f"stored for fleet {publisher.fleet!r} (broker lost; announced when the publisher reconnects)")
         print(f"  {where} as model version {version} ({publisher.model_dir / str(version)})")
         _serve(publisher, args.serve_for)
     return 0
+
+
+class _NoObserver:
+    def pending(self, n: int) -> None:
+        pass
+
+    def finished(self, outcome: str) -> None:
+        pass
 
 
 def _serve(publisher, seconds: float) -> None:

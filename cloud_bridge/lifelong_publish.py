@@ -84,8 +84,11 @@ class CandidatePusher:
     Raises CandidatePushError (the candidate is unfit for the robots) or
     model_push.PublishError (the publisher refused it); nothing is published then."""
 
-    def __init__(self, publisher: ModelPublisher, spec: ModelSpec, min_agreement: float = 0.999):
+    def __init__(self, publisher: ModelPublisher, spec: ModelSpec, min_agreement: float = 0.999, versions=None):
         self.publisher, self.spec, self.min_agreement = publisher, spec, min_agreement
+        # A lifelong_ledger.TrainingLedger: allocates the version where every trainer sees it
+        # (PostgreSQL); None: one above the publisher's own latest.
+        self.versions = versions
 
     def __call__(self, candidate_path: str | Path, decision=None) -> int:
         candidate_path = Path(candidate_path)
@@ -97,9 +100,21 @@ class CandidatePusher:
         with tempfile.TemporaryDirectory(prefix="push-", dir=candidate_path.parent) as tmp:
             onnx_path = export_onnx(checkpoint.model, self.spec, Path(tmp) / "model.onnx")
             agreement = check_export(checkpoint.model, self.spec, onnx_path, self.min_agreement)
-            version = self.publisher.latest_version + 1
-            manifest = self.publisher.publish(onnx_path, version, manifest_spec(self.spec),
-                                              notes=candidate_notes(candidate_path, decision))
+            fleet = self.publisher.fleet
+            if self.versions is None:
+                version = self.publisher.latest_version + 1
+            else:
+                version = self.versions.reserve_version(fleet, self.publisher.latest_version,
+                                                        getattr(decision, "candidate_id", None))
+            try:
+                manifest = self.publisher.publish(onnx_path, version, manifest_spec(self.spec),
+                                                  notes=candidate_notes(candidate_path, decision))
+            except BaseException:
+                if self.versions is not None:
+                    self.versions.cancel_version(fleet, version)
+                raise
+            if self.versions is not None:
+                self.versions.confirm_version(fleet, version, manifest.model_sha256)
         log.info("pushed %s to fleet %r as model version %d (%s, %dx%d, sha256 %s; ONNX/torch agreement %.4f)",
                  candidate_path.name, self.publisher.fleet, version, self.spec.mode, self.spec.input_height,
                  self.spec.input_width, manifest.model_sha256[:12], agreement)

@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -40,7 +41,7 @@ from segdata import Sample as SegSample
 from .config import ConfigError, load_bridge_config
 from .lifelong_config import LABEL_PREFERENCE, ReplayBufferConfig
 from .pseudo_labels import mask_unsure
-from .sample_store import Sample, SampleInfo, SampleStore, SampleStoreError, SqliteSampleStore
+from .sample_store import Sample, SampleInfo, SampleStore, SampleStoreError
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +301,8 @@ def _print_entries(entries: list[BufferEntry]) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Inspect the replay buffer and import human labels.")
-    ap.add_argument("--store", required=True, type=Path, help="sample store directory (<storage_dir>/samples)")
+    ap.add_argument("--store", type=Path, help="SQLite sample store directory (default <storage_dir>/samples; "
+                                               "a config with store.backend: postgres names the database instead)")
     ap.add_argument("--config", type=Path, help="bridge YAML whose lifelong.buffer settings apply (default: defaults)")
     sub = ap.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("list", help="the newest --limit frames, oldest first")
@@ -316,14 +318,18 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        config = load_bridge_config(args.config).lifelong.buffer
+        bridge = load_bridge_config(args.config)
+        config = bridge.lifelong.buffer
     except ConfigError as e:
         print(f"replay_buffer: {e}", file=sys.stderr)
         return 2
-    if not args.store.is_dir():
-        print(f"replay_buffer: no sample store at {args.store}", file=sys.stderr)
+    from .store_factory import open_store
+    try:
+        store = open_store(bridge, os.environ, "replay-buffer", sqlite_dir=args.store, create=False)
+    except (ValueError, SampleStoreError) as e:
+        print(f"replay_buffer: {e}", file=sys.stderr)
         return 2
-    with SqliteSampleStore(args.store) as store:
+    with store:
         buffer = ReplayBuffer(store, config)
         if args.command == "list":
             entries = buffer.entries(robot_id=args.robot, label_source=args.source)

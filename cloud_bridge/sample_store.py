@@ -56,6 +56,11 @@ class SampleStoreError(Exception):
     missing or unreadable (never raised for a simple miss: those return None/False)."""
 
 
+class StoreUnavailable(SampleStoreError):
+    """The store cannot be reached now (its database is down, restarting, or cut off):
+    the same call can succeed later."""
+
+
 @dataclass(eq=False)  # == on numpy fields has no single truth value
 class Sample:
     frame_uuid: str
@@ -133,6 +138,14 @@ class SampleStore(abc.ABC):
     @abc.abstractmethod
     def delete(self, frame_uuid: str) -> bool:
         """False if the uuid was not stored."""
+
+    def ping(self) -> bool:
+        """Whether the store answers now (a readiness probe)."""
+        try:
+            self.count()
+            return True
+        except SampleStoreError:
+            return False
 
     def close(self) -> None:
         """Release resources; the store is unusable afterwards."""

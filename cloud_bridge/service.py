@@ -10,7 +10,13 @@ uuid, so a redelivered frame is not stored twice (its stored result is sent agai
 Samples go in through the replay buffer, so its size cap (lifelong.buffer.max_samples)
 holds after every insert: the least trusted, oldest samples are evicted first.
 Malformed payloads are logged, counted and acknowledged (redelivery cannot fix
-them); a frame whose refinement fails is kept in <storage_dir>/failed/.
+them); a frame whose refinement fails is kept in <storage_dir>/failed/. While the store
+is unavailable (its database restarting), the frame waits unacknowledged and is tried
+again every store.retry_s (counted as store_errors).
+
+The store is SQLite under storage_dir, or PostgreSQL shared by replicas on several hosts
+(store.backend; cloud_bridge.store_factory). With http.port set, /healthz, /readyz and
+Prometheus /metrics are served (cloud_bridge.service_http, cloud_bridge.metrics).
 
 broker.receive_maximum (MQTT 5 Receive Maximum) caps the frames the broker hands over
 unacknowledged, so a backlog waits in the broker and the inbox holds at most that many,
@@ -21,6 +27,7 @@ the cap are still processed and acknowledged; stats count them (over_receive_max
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -38,14 +45,20 @@ from segwire import (HardFrame, RefinedResult, WireError, WireLimits, connect_pe
                      shared_hard_subscription)
 
 from .config import BridgeConfig, ConfigError, load_bridge_config
+from .json_logs import configure_logging
+from .metrics import BridgeMetrics
 from .refiner import Refiner, build_refiner
 from .replay_buffer import ReplayBuffer
-from .sample_store import Sample, SampleStore, SqliteSampleStore
+from .sample_store import Sample, SampleStore, SampleStoreError, StoreUnavailable
 
 log = logging.getLogger("cloud_bridge")
 
 COUNTERS = ("received", "refined", "rejected", "duplicate", "failed", "published", "publish_deferred",
-            "over_receive_maximum")
+            "over_receive_maximum", "store_errors")
+
+
+class _StoppedWaiting(Exception):
+    """The bridge stopped while a frame waited for the store."""
 
 
 class BridgeService:
@@ -65,6 +78,7 @@ class BridgeService:
         self._subscribed = threading.Event()
         self._storage = Path(config.storage_dir).expanduser()
         self._storage.mkdir(parents=True, exist_ok=True)
+        self.metrics = BridgeMetrics(self.stats)
         self.client = self._make_client()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -161,11 +175,34 @@ class BridgeService:
             connection, mid, qos, topic, payload = item
             try:
                 self._process(topic, payload)
+            except _StoppedWaiting:   # not stored: unacknowledged, the broker delivers it again
+                continue
             except Exception:  # a bug must not stop the bridge; the frame is kept for a look
                 self._count("failed")
                 log.exception("refining a frame from %s failed; payload kept in %s", topic, self._storage / "failed")
                 self._keep_failed(payload)
             self._ack(connection, mid, qos)
+
+    def _with_store(self, call, *args):
+        """call(*args), tried again every store.retry_s while the store is unavailable (a
+        database restart): the frame in hand waits, unacknowledged, with its refinement."""
+        outage = False
+        while True:
+            try:
+                result = call(*args)
+            except StoreUnavailable as e:
+                self._count("store_errors")
+                if not outage:
+                    log.warning("sample store unavailable (%s): the frame waits unacknowledged, tried again "
+                                "every %gs", e, self.config.store.retry_s)
+                    outage = True
+                if not self._running:
+                    raise _StoppedWaiting() from e
+                time.sleep(self.config.store.retry_s)
+                continue
+            if outage:
+                log.info("sample store back")
+            return result
 
     def _ack(self, connection: int, mid: int, qos: int) -> None:
         # QoS 0 has no packet id: a PUBACK for it is a protocol error the broker disconnects for.
@@ -191,13 +228,14 @@ class BridgeService:
             log.warning("rejected a payload on %s (%d bytes): %s", topic, len(payload), e)
             return
         self._count("received")
-        stored = self.store.get(frame.frame_uuid)
+        stored = self._with_store(self.store.get, frame.frame_uuid)
         if stored is not None:  # redelivery: the result may not have reached the robot
             self._count("duplicate")
             self._publish(frame, stored.labels, stored.refiner)
             return
-        refinement = self.refiner.refine(frame)
-        new = self.buffer.add(Sample(
+        with self.metrics.refine_seconds.time():
+            refinement = self.refiner.refine(frame)
+        new = self._with_store(self.buffer.add, Sample(
             frame_uuid=frame.frame_uuid, robot_id=frame.robot_id, stamp_ns=frame.stamp_ns,
             frame_id=frame.frame_id, edge_model_version=frame.model_version,
             mining_policy=frame.mining_policy, mining_score=frame.mining_score,
@@ -260,22 +298,39 @@ def main(argv=None) -> int:
                                              "Anything and stores them for retraining.")
     ap.add_argument("--config", help="YAML config (see cloud_bridge/bridge.yaml)")
     ap.add_argument("--log-level", default="INFO")
+    ap.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    ap.add_argument("--bridge-id", help="overrides the config's bridge_id (replicas sharing one config file, "
+                                        "e.g. a StatefulSet pod's name)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_json)
     try:
         config = load_bridge_config(args.config)
+        if args.bridge_id:
+            config = dataclasses.replace(config, bridge_id=args.bridge_id)
         refiner = build_refiner(config)
     except (ConfigError, ValueError, RuntimeError) as e:
         print(f"cloud-bridge: cannot start: {e}", file=sys.stderr)
         return 2
-    store = SqliteSampleStore(Path(config.storage_dir).expanduser() / "samples")
-    service = BridgeService(config, store, refiner)
+    from .service_http import bridge_probe_server
+    from .store_factory import open_store_waiting
+
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    try:
+        store = open_store_waiting(config, os.environ, stop)
+    except (ValueError, SampleStoreError) as e:
+        print(f"cloud-bridge: cannot start: {e}", file=sys.stderr)
+        return 2
+    if store is None:   # stopped while waiting for the database
+        return 0
+    service = BridgeService(config, store, refiner)
+    http = bridge_probe_server(service)
     service.start()
     stop.wait()
     service.stop()
+    if http is not None:
+        http.stop()
     store.close()
     return 0
 

@@ -30,9 +30,9 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1
 
 # Only requirements.txt's pins, without what the cloud does not run: the ROS 2 wheels and
-# colcon (robot side), rosbags (bag tools) and the test packages.
+# colcon (robot side), rosbags (bag tools) and the test packages (deployment validators too).
 COPY requirements.txt /opt/seg_bridge/requirements.txt
-RUN grep -vE '^(ros-|colcon-|rosbags|pytest|hypothesis)' /opt/seg_bridge/requirements.txt \
+RUN grep -vE '^(ros-|colcon-|rosbags|pytest|hypothesis|kubernetes-validate|check-jsonschema|jsonschema)' /opt/seg_bridge/requirements.txt \
         > /opt/seg_bridge/requirements-bridge.txt \
     && python -m venv /opt/seg_bridge/venv \
     && /opt/seg_bridge/venv/bin/pip install -r /opt/seg_bridge/requirements-bridge.txt

@@ -28,6 +28,7 @@ PARAMS_FILE = ROOT / "launch" / "edge_params.yaml"
 DDS_PROFILE = ROOT / "launch" / "fastdds_profile.xml"
 
 from rfnet.checkpoint import save_checkpoint  # noqa: E402
+from rfnet.engines import BACKENDS  # noqa: E402
 from rfnet.network import RFNet  # noqa: E402
 from seg_harness.processes import Proc, node_command, python_module, ros_env, wait_serving  # noqa: E402
 from seg_eval.run_dirs import new_run_dir  # noqa: E402
@@ -40,7 +41,7 @@ def say(msg: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, help="Ianvs/RFNet .pth checkpoint (default: random weights)")
-    ap.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt", "torch"])
+    ap.add_argument("--backend", default="onnxruntime", choices=list(BACKENDS))
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rate", type=float, default=30.0, help="camera frames per second")
     ap.add_argument("--height", type=int, default=480)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up this checkout on a fresh Debian 12 / Python 3.11 machine:
-#   system packages (mosquitto for the tests, cmake, g++), .venv/ with the pinned
+#   system packages (mosquitto and PostgreSQL for the tests, cmake, g++), .venv/ with the pinned
 #   Python dependencies, and the ROS 2 packages seg_msgs + seg_edge_node built with
 #   colcon and installed into .venv/ itself (nothing to source afterwards).
 # Idempotent: each step is skipped when its inputs have not changed since the last run.
@@ -18,6 +18,11 @@ hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
 missing=()
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || missing+=(mosquitto)
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
+# PostgreSQL server binaries: the tests start private clusters (seg_harness.local_postgres);
+# the package's own cluster service is not needed and not started here.
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v setpriv >/dev/null || missing+=(util-linux)
 command -v cmake >/dev/null || missing+=(cmake)
 command -v g++ >/dev/null || missing+=(g++)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
@@ -71,7 +76,8 @@ else
 fi
 
 # -- 3. ROS 2 packages ------------------------------------------------------------------------
-src_hash=$(cd "$ROOT/ros2_ws/src" && find . -type f -not -path '*/__pycache__/*' -print0 | sort -z \
+# launch/ too: seg_edge_node installs its launch file, parameter files and DDS configurations.
+src_hash=$(cd "$ROOT" && find ros2_ws/src launch -type f -not -path '*/__pycache__/*' -print0 | sort -z \
            | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$VENV/.setup-ros-packages" 2>/dev/null)" != "$src_hash" ]; then
   log "building seg_msgs and seg_edge_node with colcon into .venv"

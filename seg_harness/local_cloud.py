@@ -45,12 +45,13 @@ def stop_started_since(index: int) -> None:
 
 
 class LocalBroker:
-    """A mosquitto with an open listener on a free loopback port, or, with `config_path`,
-    one run from an existing config (segwire.dev_pki's) that listens on `port` and logs
-    to `directory`/mosquitto.log."""
+    """A mosquitto with an open listener on a free loopback port (or on the addresses
+    `listen`), or, with `config_path`, one run from an existing config (segwire.dev_pki's)
+    that listens on `port` and logs to `directory`/mosquitto.log."""
 
     def __init__(self, directory: Path, port: int | None = None, extra_config: str = "",
-                 config_path: Path | None = None):
+                 config_path: Path | None = None, listen: tuple[str, ...] = ("127.0.0.1",)):
+        self.listen = tuple(listen)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -63,7 +64,7 @@ class LocalBroker:
             return
         self.config_path = self.directory / "mosquitto.conf"
         self.config_path.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            "".join(f"listener {self.port} {address}\n" for address in self.listen) +
             # Started as root, mosquitto would switch to the "mosquitto" user and then
             # be unable to write its log and persistence database here.
             f"user {getpass.getuser()}\n"
@@ -84,7 +85,7 @@ class LocalBroker:
             if self.process.poll() is not None:
                 raise RuntimeError(f"mosquitto exited at start: {self.log()}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                socket.create_connection((self.listen[0], self.port), timeout=0.2).close()
                 return self
             except OSError:
                 time.sleep(0.05)
@@ -118,7 +119,9 @@ class BridgeRunner:
     `settings` are dotted config keys, e.g. {"broker.port": 1883, "refinement.regions.method": "slic"}.
     """
 
-    def __init__(self, directory: Path, bridge_id: str, storage: Path, settings: dict | None = None):
+    def __init__(self, directory: Path, bridge_id: str, storage: Path, settings: dict | None = None,
+                 prefix: tuple[str, ...] = ()):
+        self.prefix = tuple(prefix)   # e.g. ("ip", "netns", "exec", NS): the bridge on another "host"
         self.directory = Path(directory)
         self.bridge_id = bridge_id
         self.storage = Path(storage)
@@ -137,7 +140,7 @@ class BridgeRunner:
     def start(self) -> "BridgeRunner":
         with open(self.log_path, "a") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cloud_bridge.service", "--config", str(self.config_path)],
+                [*self.prefix, sys.executable, "-m", "cloud_bridge.service", "--config", str(self.config_path)],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         STARTED.append(self)
         return self

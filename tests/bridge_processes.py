@@ -13,11 +13,12 @@ from seg_harness.synthetic_camera import synthetic_frame
 from segwire import HardFrame, decode_refined, encode_hard_frame, hard_topic, refined_topic
 
 
-def start_bridge(tmp: Path, port: int, bridge_id: str, storage: Path, **settings) -> BridgeRunner:
+def start_bridge(tmp: Path, port: int, bridge_id: str, storage: Path, prefix: tuple[str, ...] = (),
+                 **settings) -> BridgeRunner:
     """A subscribed bridge using weights-free region proposals."""
     runner = BridgeRunner(tmp, bridge_id, storage, {
         "broker.host": "127.0.0.1", "broker.port": port, "broker.share_group": "test",
-        "refinement.regions.method": "felzenszwalb", **settings}).start()
+        "refinement.regions.method": "felzenszwalb", **settings}, prefix=prefix).start()
     runner.wait_subscribed()
     return runner
 
@@ -34,14 +35,14 @@ class RobotClient:
     """A test client speaking the wire protocol directly: publishes hard frames and
     collects refined results (for tests where the ROS node is beside the point)."""
 
-    def __init__(self, port: int, robot_id: str):
+    def __init__(self, port: int, robot_id: str, host: str = "127.0.0.1"):
         self.robot_id = robot_id
         self.refined: dict[str, object] = {}
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-robot-{robot_id}",
                                   protocol=mqtt.MQTTv5)
         self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
+        self.client.connect(host, port)
         self.client.subscribe(refined_topic(robot_id), qos=1)
         self.client.loop_start()
 

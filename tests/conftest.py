@@ -83,3 +83,29 @@ def reference_checkpoint(tmp_path_factory) -> Path:
 def reference_outputs() -> dict[str, np.ndarray]:
     with np.load(REFERENCE / "reference_outputs.npz") as z:
         return dict(z)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A private PostgreSQL cluster on a free loopback port (seg_harness.local_postgres),
+    shared by the session's tests; each test takes its own database (pg_database)."""
+    from seg_harness.local_postgres import LocalPostgres
+    server = LocalPostgres(register=False).start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def pg_database(postgres_server):
+    """A fresh, empty database on the session's PostgreSQL: (dsn, password_file)."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    dsn = postgres_server.create_database(name)
+    yield dsn, str(postgres_server.password_file)
+    if postgres_server.process is not None:   # a test may have stopped it
+        with psycopg.connect(postgres_server.admin_dsn("postgres"), password=postgres_server.password,
+                             autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -446,7 +446,7 @@ def test_the_tls_launch_overlay_sets_real_parameters_of_the_right_type():
 
     root = Path(__file__).resolve().parent.parent
     overlay = flatten(yaml.safe_load((root / "launch" / "edge_tls_params.yaml").read_text())
-                      ["seg_edge_node"]["ros__parameters"])
+                      ["/**"]["ros__parameters"])
     defaults = EdgeNodeConfig.parameter_defaults()
     assert overlay and set(overlay) <= set(defaults), set(overlay) - set(defaults)
     assert all(type(value) is type(defaults[name]) for name, value in overlay.items())

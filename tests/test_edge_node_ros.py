@@ -95,7 +95,7 @@ def test_labels_match_offline_engine_and_keep_camera_stamps(rgbd_node, reference
 
 def test_node_came_up_with_the_yaml_parameters(rgbd_node):
     tmp, env, _ = rgbd_node
-    yaml_params = yaml.safe_load(PARAMS_FILE.read_text())["seg_edge_node"]["ros__parameters"]
+    yaml_params = yaml.safe_load(PARAMS_FILE.read_text())["/**"]["ros__parameters"]
     names = ["rgb_topic", "depth_topic", "use_depth", "backend", "pair_tolerance_s", "overlay_alpha",
              "input_qos", "depth_units_per_metre", "input_height"]
     reader = Proc("params", python_script("get_parameters.py", "seg_edge_node", *names), env, tmp)
@@ -106,25 +106,33 @@ def test_node_came_up_with_the_yaml_parameters(rgbd_node):
     assert got["input_height"] == NET_H  # a -p override on top of the file wins
 
 
-def test_bad_input_is_counted_and_the_node_keeps_serving(rgbd_node):
+def test_bad_input_is_counted_per_reason_and_the_node_keeps_serving(rgbd_node):
     tmp, env, node = rgbd_node
     recorder = Proc("bad_recorder", python_module("seg_harness.result_recorder", "--out", tmp / "bad",
-                                                  "--duration", 14), env, tmp)
+                                                  "--duration", 15), env, tmp)
     publisher = Proc("bad_publisher", python_script("bad_input_publisher.py"), env, tmp)
     assert publisher.wait(60) == 0, publisher.log()
     assert recorder.wait(30) == 0, recorder.log()
     assert node.alive(), node.log()
     summary = json.loads((tmp / "bad.json").read_text())
-    diag = {k: v for k, v in summary["diagnostics"].items()}
-    assert int(diag["rejected_rgb"]) >= 3, diag
-    assert int(diag["rejected_depth"]) >= 2, diag
+    diag = summary["diagnostics"]
+    counts = {k: int(v) for k, v in diag.items() if k.startswith("rejected_")}
+    assert counts == {
+        "rejected_rgb": 4, "rejected_rgb_encoding": 1, "rejected_rgb_truncated": 1, "rejected_rgb_step": 1,
+        "rejected_rgb_size": 1, "rejected_rgb_decode": 0, "rejected_rgb_header": 0,
+        "rejected_depth": 2, "rejected_depth_encoding": 1, "rejected_depth_registration": 1,
+        "rejected_depth_step": 0, "rejected_depth_size": 0, "rejected_depth_truncated": 0,
+        "rejected_depth_header": 0}, counts
     assert int(diag["depth_without_rgb"]) >= 1, diag
-    assert int(diag["depth_all_invalid"]) >= 2, diag
-    assert diag["_level"] == "1" and "bad input seen" in diag["_message"]
+    assert int(diag["depth_all_invalid"]) == 2, diag
     # NaN depth, zero depth and the final good frame are still segmented.
     assert summary["labels_received"] >= 3
     log = node.log()
-    assert "yuv422" in log and "aligned_depth_to_color" in log and "no valid pixel" in log
+    # One throttled line per reason: three RGB reasons within 2.5 s all get their own line.
+    for says in ("refused (encoding): encoding 'yuv422'", "refused (truncated)", "refused (step)",
+                 "refused (size): image is 1x1, smaller than 32 pixels", "refused (registration)",
+                 "aligned_depth_to_color", "no valid pixel"):
+        assert says in log, says
 
 
 def test_sigterm_shuts_the_node_down_cleanly(rgbd_node):
@@ -164,6 +172,7 @@ def test_compressed_rgb_only(tmp_path, reference_checkpoint):
     ("missing", "checkpoint not found"),
     ("classes", "predicts 30 classes but the class file lists 2"),
     ("backend", "parameter backend='tflite'"),
+    ("range", "parameter overlay_alpha:"),
 ])
 def test_bad_model_or_config_exits_with_a_clear_message(tmp_path, reference_checkpoint, problem, expected):
     env = ros_env(tmp_path)
@@ -173,8 +182,31 @@ def test_bad_model_or_config_exits_with_a_clear_message(tmp_path, reference_chec
     elif problem == "classes":
         (tmp_path / "two.yaml").write_text("classes:\n  - {id: 0, name: a}\n  - {id: 1, name: b}\n")
         extra = {"class_file": tmp_path / "two.yaml"}
+    elif problem == "range":
+        extra = {"overlay_alpha": 1.5}
     else:
         extra = {"backend": "tflite"}
     node = start_node(tmp_path, env, checkpoint, **extra)
     assert node.wait(60) == 2
     assert expected in node.log()
+
+
+def test_a_params_file_keyed_by_wildcard_applies_under_a_namespace(tmp_path, reference_checkpoint):
+    """The shipped YAML's `/**` key: no rewriting of the file for a namespaced node."""
+    doc = yaml.safe_load(PARAMS_FILE.read_text())
+    doc["/**"]["ros__parameters"].update(overlay_alpha=0.3, camera_stall_periods=7)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(doc))
+    env = ros_env(tmp_path)
+    command = node_command(NODE_EXE, params, {"model_path": reference_checkpoint, "input_height": NET_H,
+                                              "input_width": NET_W, "cache_dir": tmp_path / "cache"})
+    node = Proc("node", command + ["-r", "__ns:=/dog1"], env, tmp_path)
+    try:
+        wait_serving(node)
+        reader = Proc("params", python_script("get_parameters.py", "dog1/seg_edge_node", "overlay_alpha",
+                                              "camera_stall_periods", "input_height"), env, tmp_path)
+        assert reader.wait(60) == 0, reader.log()
+        got = json.loads(reader.log().strip().splitlines()[-1])
+        assert got == {"overlay_alpha": 0.3, "camera_stall_periods": 7, "input_height": NET_H}
+    finally:
+        assert node.stop() == 0, node.log()

@@ -128,3 +128,21 @@ def test_export_cli_writes_a_checked_onnx_file(reference_checkpoint, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "rfnet.onnx_export", str(tmp_path / "none.pth"), str(out)],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "checkpoint not found" in bad.stderr
+
+
+def test_the_backend_registry_is_the_one_list_of_names_and_precisions():
+    from rfnet.engines import AUTO, BACKENDS, backend_named, engine_registry
+    from seg_edge_node.config import EdgeNodeConfig
+
+    assert BACKENDS == tuple(engine_registry) == ("onnxruntime", "tensorrt", "torch")
+    assert {name: b.precisions for name, b in engine_registry.items()} == {
+        "onnxruntime": ("fp32", "int8"), "tensorrt": ("fp16", "fp32", "int8"), "torch": ("fp32",)}
+    assert backend_named("tensorrt").resolve(AUTO) == "fp16" and backend_named("onnxruntime").resolve(AUTO) == "fp32"
+    with pytest.raises(ValueError, match="precision='int8' is not available with backend torch: use auto, fp32"):
+        backend_named("torch").resolve("int8")
+    # The node's configuration checks against the same table.
+    with pytest.raises(ValueError, match="parameter backend='tflite': use onnxruntime, tensorrt, torch"):
+        EdgeNodeConfig(backend="tflite").validate()
+    with pytest.raises(ValueError, match="parameter precision='fp16' is not available with backend onnxruntime"):
+        EdgeNodeConfig(precision="fp16").validate()
+    EdgeNodeConfig(backend="torch", precision="fp32").validate()

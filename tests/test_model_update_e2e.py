@@ -64,10 +64,12 @@ def test_pushed_model_goes_live_without_a_gap(tmp_path, reference_checkpoint):
         recorder = Proc("recorder", python_module("seg_harness.result_recorder", "--out", tmp_path / "rec",
                                                   "--no-labels", "--duration", 60), env, tmp_path)
         wait_until(lambda: "recorder ready" in recorder.log(), 40, "the recorder")
+        # Made before the camera starts: an export in this process takes tens of seconds on a busy
+        # machine, which once left the 30 s camera stream over before the update was even offered.
+        v1 = fine_tuned_onnx(reference_checkpoint, tmp_path / "v1.onnx", seed=1)
         camera = Proc("camera", python_module("seg_harness.synthetic_camera", "--width", 320, "--height", 240,
                                               "--rate", 5, "--count", 150, "--distinct", 4), env, tmp_path)
         time.sleep(8)
-        v1 = fine_tuned_onnx(reference_checkpoint, tmp_path / "v1.onnx", seed=1)
         publisher.publish(v1, 1, SPEC, notes="retrained on dim underpass")
         wait_until(lambda: "now serving model 1" in node.log(), 90, "the node to take model 1")
         # An update signed with a key the robot does not trust is refused.

@@ -145,3 +145,31 @@ def test_infer_and_close_from_another_thread(onnx_files, cache_dir):
         assert (out.labels == here.labels).mean() >= 0.999
     with pytest.raises(EngineError, match="closed"):
         engine.infer(rgb, depth)
+
+
+def test_node_runtime_switches_to_int8_after_gathering_camera_frames(tmp_path, reference_checkpoint):
+    """precision int8 from the node's configuration: serves fp16, gathers frames, builds INT8 with them."""
+    import time
+
+    from seg_edge_node.config import EdgeNodeConfig
+    from seg_edge_node.int8_calibration import Int8Config
+    from seg_edge_node.runtime import EdgeRuntime
+
+    cfg = EdgeNodeConfig(model_path=str(reference_checkpoint), backend="tensorrt", precision="int8",
+                         input_height=192, input_width=256, cache_dir=str(tmp_path / "cache"),
+                         int8=Int8Config(calibration_frames=4, sample_every=1, min_agreement=0.5))
+    runtime = EdgeRuntime(cfg)
+    assert runtime.precision == "fp16"
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        rgb = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+        assert runtime.process(rgb, rng.uniform(0.5, 5, (240, 320)).astype(np.float32), i, "f") is not None
+    deadline = time.monotonic() + 600
+    while runtime.precision != "int8" and time.monotonic() < deadline and "not used" not in runtime.health().message:
+        time.sleep(0.5)
+    assert runtime.precision == "int8", runtime.health().message
+    assert list((tmp_path / "cache" / "tensorrt").glob("*.calib"))
+    out = runtime.process(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8),
+                          rng.uniform(0.5, 5, (240, 320)).astype(np.float32), 9, "f")
+    assert out is not None and out.labels.shape == (240, 320)
+    runtime.stop()

@@ -52,6 +52,7 @@ def main() -> int:
         "rgb_unsupported_encoding": lambda h: (raw(h, "yuv422", W, H, W * 2, bytes(W * H * 2)), good_depth(h)),
         "rgb_data_shorter_than_step_x_height": lambda h: (raw(h, "rgb8", W, H, W * 3, bytes(W * 3 * (H - 1))), good_depth(h)),
         "rgb_step_smaller_than_row": lambda h: (raw(h, "rgb8", W, H, W * 2, bytes(W * 2 * H)), good_depth(h)),
+        "rgb_1x1": lambda h: (raw(h, "rgb8", 1, 1, 3, bytes(3)), depth_to_16uc1(np.ones((1, 1), np.float32), h)),
         "depth_unsupported_encoding": lambda h: (rgb_to_image(rgb, h), raw(h, "rgb8", W, H, W * 3, bytes(W * H * 3))),
         "depth_other_aspect_ratio": lambda h: (rgb_to_image(rgb, h), depth_to_16uc1(np.ones((100, 300), np.float32), h)),
         "depth_without_rgb": lambda h: (None, good_depth(h)),

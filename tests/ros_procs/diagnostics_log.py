@@ -1,5 +1,5 @@
 """Appends each of the segmentation node's /diagnostics messages to a file, one JSON
-object (key -> value, plus "_received_ns") per line, flushed at once, so a test or a
+object (key -> value, plus "_received_ns", "_level" and "_message") per line, flushed at once, so a test or a
 benchmark can watch counters change while the node runs.
 
     python tests/ros_procs/diagnostics_log.py OUT.jsonl [NODE_NAME]
@@ -28,6 +28,9 @@ def main() -> int:
             if status.name.startswith(node_name):
                 values = {kv.key: kv.value for kv in status.values}
                 values["_received_ns"] = time.time_ns()
+                values["_level"] = int.from_bytes(status.level, "little") if isinstance(status.level, bytes) \
+                    else int(status.level)
+                values["_message"] = status.message
                 out.write(json.dumps(values) + "\n")
                 out.flush()
 

@@ -36,6 +36,12 @@ def test_shipped_example_is_complete_and_equals_the_defaults():
     ("refinement:\n  fallback: sam\n", "refinement.fallback 'sam'"),
     ("refinement:\n  depth_regions:\n    hfov_deg: 0.0\n", "hfov_deg"),
     ("lifelong:\n  pseudo_labels:\n    keep_fraction: 0.0\n", "keep_fraction"),
+    ("store:\n  backend: mysql\n", "store.backend='mysql'"),
+    ("store:\n  retry_s: 0\n", "store.retry_s=0"),
+    ("store:\n  postgres:\n    dsn_env: 'MY-VAR'\n", "is not an environment variable name"),
+    ("store:\n  postgres:\n    connect_timeout_s: 0\n", "connect_timeout_s=0"),
+    ("store:\n  postgres:\n    password: x\n", "unknown key(s) ['password'] in store.postgres"),
+    ("http:\n  port: 70000\n", "http.port=70000"),
 ])
 def test_bad_files_are_explained(tmp_path, text, message):
     path = tmp_path / "bridge.yaml"

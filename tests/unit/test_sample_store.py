@@ -1,6 +1,8 @@
-"""Tests for cloud_bridge.sample_store.SqliteSampleStore: exact round trip, idempotent
-put, filters, label updates, deletes, persistence, invalid input, two processes (two
-threads each) storing the same uuids, and a crash between the file writes and the commit.
+"""The SampleStore contract, on both backends (SQLite + PNG files, and PostgreSQL on a
+real private cluster): exact round trip, idempotent put, filters, label updates,
+deletes, persistence, invalid input, two processes (two threads each) storing the same
+uuids. Then each backend's own failures: for SQLite a crash between the file writes and
+the commit, for PostgreSQL a writer killed mid-stream and the database restarted.
 
     PYTHONPATH=. .venv/bin/python -m pytest tests/unit/test_sample_store.py -q
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +22,8 @@ import numpy as np
 import pytest
 
 import cloud_bridge
+from cloud_bridge.ops_config import PostgresConfig
+from cloud_bridge.pg_store import PgSampleStore
 from cloud_bridge.sample_store import (
     Sample, SampleInfo, SampleStoreError, SqliteSampleStore, depth_to_mm,
 )
@@ -75,9 +80,29 @@ def sample_files(directory: Path) -> list[Path]:
     return sorted(p for p in (directory / "samples").rglob("*") if p.is_file())
 
 
+def files_of(store) -> list[Path]:
+    """The SQLite store's pixel files ([] for PostgreSQL, which keeps them in rows)."""
+    return sample_files(store.directory) if isinstance(store, SqliteSampleStore) else []
+
+
+def open_spec(spec: dict):
+    """A store from a JSON-able description (also used by the scripts run as processes)."""
+    if spec["backend"] == "sqlite":
+        return SqliteSampleStore(spec["directory"])
+    return PgSampleStore.open(spec["dsn"], PostgresConfig(password_file=spec["password_file"]))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def spec(request, tmp_path):
+    if request.param == "sqlite":
+        return {"backend": "sqlite", "directory": str(tmp_path / "store")}
+    dsn, password_file = request.getfixturevalue("pg_database")
+    return {"backend": "postgres", "dsn": dsn, "password_file": password_file}
+
+
 @pytest.fixture
-def store(tmp_path):
-    with SqliteSampleStore(tmp_path / "store") as s:
+def store(spec):
+    with open_spec(spec) as s:
         yield s
 
 
@@ -97,20 +122,21 @@ def test_depth_is_stored_in_millimetres_with_zero_for_invalid(store):
     np.testing.assert_array_equal(got[0, :8], np.float32([0, 0, 0, 0, 0, 0.001, 65.5, 0]))
     valid = np.isfinite(s.depth_m) & (s.depth_m > 0) & (s.depth_m <= 65.535)
     assert np.abs(got[valid] - s.depth_m[valid]).max() <= 0.0005 + 1e-6
-    files = {p.name.split(".")[0]: p for p in sample_files(store.directory)}
-    import cv2
-    assert cv2.imread(str(files["depth"]), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    if isinstance(store, SqliteSampleStore):
+        files = {p.name.split(".")[0]: p for p in sample_files(store.directory)}
+        import cv2
+        assert cv2.imread(str(files["depth"]), cv2.IMREAD_UNCHANGED).dtype == np.uint16
 
 
 def test_put_is_idempotent_and_keeps_the_first_sample(store):
     first, second = make_sample(3), make_sample(3, variant=1)
     assert first.frame_uuid == second.frame_uuid
     assert store.put(first) is True
-    files = sample_files(store.directory)
+    files = files_of(store)
     assert store.put(second) is False
     assert store.put(first) is False
     assert_same_sample(store.get(first.frame_uuid), first)
-    assert sample_files(store.directory) == files
+    assert files_of(store) == files
     assert store.count() == 1
     assert store.stats()["stored"] == 1 and store.stats()["duplicates"] == 2
 
@@ -149,22 +175,23 @@ def test_count_and_list_filters(store):
 def test_update_labels(store):
     s = make_sample(2)
     store.put(s)
-    old_files = sample_files(store.directory)
+    old_files = files_of(store)
     human = np.full(s.labels.shape, 7, np.uint8)
     assert store.update_labels(s.frame_uuid, human, "human") is True
     got = store.get(s.frame_uuid)
     np.testing.assert_array_equal(got.labels, human)
     np.testing.assert_array_equal(got.edge_labels, s.edge_labels)
     assert got.label_source == "human" and store.count(label_source="human") == 1
-    new_files = sample_files(store.directory)
-    # The replaced labels file is gone, and so is the old confidence (human labels are certain).
-    assert len(new_files) == len(old_files) - (s.label_confidence is not None)
+    assert store.get(s.frame_uuid).label_confidence is None   # human labels are certain
+    new_files = files_of(store)
+    if isinstance(store, SqliteSampleStore):   # the replaced labels file is gone, and so is the old confidence
+        assert len(new_files) == len(old_files) - (s.label_confidence is not None)
     assert store.update_labels("unknown-uuid", human, "human") is False
     with pytest.raises(ValueError, match="labels must be"):
         store.update_labels(s.frame_uuid, human[:-1], "human")
     with pytest.raises(ValueError, match="label_source"):
         store.update_labels(s.frame_uuid, human, "oracle")
-    assert sample_files(store.directory) == new_files
+    assert files_of(store) == new_files
 
 
 def test_update_labels_with_confidence(store):
@@ -181,7 +208,7 @@ def test_update_labels_with_confidence(store):
     assert store.update_labels(s.frame_uuid, human, "human") is True
     assert store.get(s.frame_uuid).label_confidence is None
     assert not store.list()[0].has_label_confidence
-    assert not any("label_confidence" in p.name for p in sample_files(store.directory))
+    assert not any("label_confidence" in p.name for p in files_of(store))
     with pytest.raises(ValueError, match="confidence must be"):
         store.update_labels(s.frame_uuid, human, "sam", conf[:-1])
 
@@ -219,19 +246,19 @@ def test_delete(store):
     assert store.delete(a.frame_uuid) is False
     assert a.frame_uuid not in store and b.frame_uuid in store
     assert store.get(a.frame_uuid) is None and store.count() == 1
-    assert all(a.frame_uuid not in str(p) for p in sample_files(store.directory))
+    assert all(a.frame_uuid not in str(p) for p in files_of(store))
     assert store.put(a) is True  # a deleted uuid can be stored again
     assert_same_sample(store.get(a.frame_uuid), a)
 
 
-def test_persistence_across_reopen(tmp_path):
+def test_persistence_across_reopen(spec):
     samples = [make_sample(i) for i in range(6)]
-    with SqliteSampleStore(tmp_path) as s:
+    with open_spec(spec) as s:
         for x in samples:
             s.put(x)
         s.update_labels(samples[0].frame_uuid, np.zeros((12, 16), np.uint8), "human")
-    with SqliteSampleStore(tmp_path) as s:
-        assert s.count() == 6 and s.orphan_files_removed == 0
+    with open_spec(spec) as s:
+        assert s.count() == 6 and getattr(s, "orphan_files_removed", 0) == 0
         for x in samples[1:]:
             assert_same_sample(s.get(x.frame_uuid), x)
         assert s.get(samples[0].frame_uuid).label_source == "human"
@@ -258,11 +285,18 @@ def test_invalid_samples_are_rejected_before_anything_is_written(store, change, 
         setattr(s, k, v)
     with pytest.raises(ValueError, match=message):
         store.put(s)
-    assert store.count() == 0 and sample_files(store.directory) == []
+    assert store.count() == 0 and files_of(store) == []
     assert store.stats()["rejected_invalid"] == 1
 
 
-def test_missing_file_is_a_clear_error(store):
+@pytest.fixture
+def sqlite_store(tmp_path):
+    with SqliteSampleStore(tmp_path / "store") as s:
+        yield s
+
+
+def test_missing_file_is_a_clear_error(sqlite_store):
+    store = sqlite_store
     s = make_sample(1)
     store.put(s)
     next(p for p in sample_files(store.directory) if p.name.startswith("rgb.")).unlink()
@@ -270,7 +304,8 @@ def test_missing_file_is_a_clear_error(store):
         store.get(s.frame_uuid)
 
 
-def test_failed_commit_removes_the_files(store, monkeypatch):
+def test_failed_commit_removes_the_files(sqlite_store, monkeypatch):
+    store = sqlite_store
     import sqlite3
 
     def failing_insert(*args):
@@ -285,7 +320,8 @@ def test_failed_commit_removes_the_files(store, monkeypatch):
     assert store.put(make_sample(1)) is True
 
 
-def test_failed_file_write_leaves_nothing(store, monkeypatch):
+def test_failed_file_write_leaves_nothing(sqlite_store, monkeypatch):
+    store = sqlite_store
     real_replace = os.replace
     calls = []
 
@@ -308,19 +344,20 @@ def test_failed_file_write_leaves_nothing(store, monkeypatch):
 # ---------------------------------------------------------------------------------------
 def run_script(body: str, *args, timeout: float = 120) -> subprocess.Popen:
     script = "\n".join([
-        "import os, sys, threading, time", "from pathlib import Path", "import numpy as np",
+        "import json, os, sys, threading, time", "from pathlib import Path", "import numpy as np",
         "from cloud_bridge.sample_store import Sample, SqliteSampleStore",
-        inspect.getsource(make_sample), textwrap.dedent(body)])
+        "from cloud_bridge.pg_store import PgSampleStore", "from cloud_bridge.ops_config import PostgresConfig",
+        inspect.getsource(make_sample), inspect.getsource(open_spec), textwrap.dedent(body)])
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.Popen([sys.executable, "-c", script, *map(str, args)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 PUT_ALL = """
-    directory, go = sys.argv[1], Path(sys.argv[2])
+    spec, go = json.loads(sys.argv[1]), Path(sys.argv[2])
     while not go.exists():
         time.sleep(0.001)
-    store = SqliteSampleStore(directory)  # both processes open a fresh store at once
+    store = open_spec(spec)  # both processes open a fresh store at once (and create its schema)
     results = []
     def put_all(order):
         for i in order:
@@ -333,9 +370,9 @@ PUT_ALL = """
 """
 
 
-def test_two_processes_put_the_same_uuids_concurrently(tmp_path):
-    directory, go = tmp_path / "shared", tmp_path / "go"
-    procs = [run_script(PUT_ALL, directory, go) for _ in range(2)]
+def test_two_processes_put_the_same_uuids_concurrently(tmp_path, spec):
+    go = tmp_path / "go"
+    procs = [run_script(PUT_ALL, json.dumps(spec), go) for _ in range(2)]
     go.touch()
     outputs = []
     for p in procs:
@@ -344,10 +381,13 @@ def test_two_processes_put_the_same_uuids_concurrently(tmp_path):
         outputs.append(tuple(map(int, out.split())))
     assert sum(stored for stored, _ in outputs) == 50
     assert all(attempts == 100 for _, attempts in outputs)
-    with SqliteSampleStore(directory) as s:
-        assert s.count() == 50 and s.orphan_files_removed == 0
+    with open_spec(spec) as s:
+        assert s.count() == 50 and getattr(s, "orphan_files_removed", 0) == 0
         for i in range(50):
             assert_same_sample(s.get(make_sample(i).frame_uuid), make_sample(i))
+        if spec["backend"] != "sqlite":
+            return
+        directory = Path(spec["directory"])
         # Exactly the winners' files: the losers deleted their own.
         expected = sum(3 + sum(getattr(make_sample(i), f) is not None
                                for f in ("depth_m", "raw_payload", "label_confidence"))
@@ -396,8 +436,8 @@ def test_orphan_clean_up_waits_while_another_writer_is_mid_put(tmp_path):
         assert not pending.exists() and s.orphan_files_removed == 1 and s.count() == 1
 
 
-def test_closed_store_says_so(tmp_path):
-    s = SqliteSampleStore(tmp_path)
+def test_closed_store_says_so(spec):
+    s = open_spec(spec)
     s.close()
     with pytest.raises(SampleStoreError, match="closed"):
         s.count()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import sys
 import threading
+import time
 import types
 from concurrent.futures import ThreadPoolExecutor
 
@@ -521,3 +522,56 @@ def test_missing_gpu_stack_is_explained(monkeypatch, onnx_files, tmp_path):
     with pytest.raises(EngineError, match="needs an NVIDIA GPU with tensorrt and pycuda; "
                                           "install requirements-gpu.txt or use backend onnxruntime"):
         te.TensorRTEngine(onnx_files["rgbd"], SPEC, cache_dir=tmp_path)
+
+
+# --- int8 from the node: calibration frames reach the engine build ---------------
+
+def test_load_engine_passes_calibration_frames_to_tensorrt(gpu, onnx_files, tmp_path):
+    from rfnet.engines import Calibration, EngineConfig, load_engine, save_calibration
+    calibration = Calibration(tuple(frame(SPEC, seed) for seed in range(4)), "test frames")
+    loaded = load_engine(EngineConfig(str(onnx_files["rgbd"]), SPEC, "tensorrt", str(tmp_path), precision="int8",
+                                      calibration=calibration))
+    assert loaded.precision == "int8" and gpu.calibration_batches == 4
+    loaded.engine.close()
+    # Without frames given, the set stored for this input spec is used: the same engine, from the cache.
+    save_calibration(tmp_path, SPEC, calibration)
+    again = load_engine(EngineConfig(str(onnx_files["rgbd"]), SPEC, "tensorrt", str(tmp_path), precision="int8"))
+    assert again.engine.built_from_cache and gpu.builds == 1
+    again.engine.close()
+    with pytest.raises(EngineError, match="tensorrt int8 needs calibration frames"):
+        load_engine(EngineConfig(str(onnx_files["rgb"]), RGB_SPEC, "tensorrt", str(tmp_path), precision="int8"))
+    with pytest.raises(EngineError, match="precision='bf16' is not available with backend tensorrt"):
+        load_engine(EngineConfig(str(onnx_files["rgbd"]), SPEC, "tensorrt", str(tmp_path), precision="bf16"))
+
+
+def test_the_node_runtime_calibrates_tensorrt_int8_on_camera_frames(gpu, tmp_path):
+    """EdgeRuntime with backend tensorrt, precision int8: it serves fp16, gathers frames, and the
+    int8 build gets them (the fake builder counts the batches it calibrates on)."""
+    from seg_edge_node.config import EdgeNodeConfig
+    from seg_edge_node.int8_calibration import Int8Config
+    from seg_edge_node.runtime import EdgeRuntime
+
+    spec = ModelSpec(num_classes=5, input_height=32, input_width=64, use_depth=True)
+    torch.manual_seed(0)
+    onnx_path = export_onnx(TinyNet(5).eval(), spec, tmp_path / "tiny.onnx")
+    classes = tmp_path / "classes.yaml"
+    classes.write_text("classes:\n" + "".join(f"  - {{id: {i}, name: c{i}, color: [{i}, 0, 0]}}\n"
+                                              for i in range(5)))
+    cfg = EdgeNodeConfig(model_path=str(onnx_path), backend="tensorrt", precision="int8", class_file=str(classes),
+                         input_height=32, input_width=64, cache_dir=str(tmp_path / "cache"),
+                         int8=Int8Config(calibration_frames=3, sample_every=1, min_agreement=0.0))
+    runtime = EdgeRuntime(cfg)
+    assert runtime.precision == "fp16" and gpu.builds == 1
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        rgb = rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)
+        assert runtime.process(rgb, rng.uniform(0.5, 5, (64, 128)).astype(np.float32), i, "f") is not None
+    deadline = time.monotonic() + 30
+    while runtime.precision != "int8" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert runtime.precision == "int8", runtime.health().message
+    assert gpu.builds == 2 and gpu.calibration_batches == 3
+    trt = sys.modules["tensorrt"]
+    assert trt.BuilderFlag.INT8 in gpu.last_config.flags
+    runtime.stop()
+    runtime.pipeline.engine.close()

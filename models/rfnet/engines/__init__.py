@@ -1,5 +1,8 @@
 from .base import EngineError, ModelSpec, SegmentationEngine, SegmentationOutput
-from .factory import BACKENDS, EngineConfig, LoadedEngine, load_engine
+from .calibration import Calibration, load_calibration, save_calibration
+from .factory import EngineConfig, LoadedEngine, load_engine
+from .registry import AUTO, BACKENDS, CALIBRATED, Backend, backend_named, engine_registry
 
-__all__ = ["BACKENDS", "EngineConfig", "EngineError", "LoadedEngine", "ModelSpec",
-           "SegmentationEngine", "SegmentationOutput", "load_engine"]
+__all__ = ["AUTO", "BACKENDS", "CALIBRATED", "Backend", "Calibration", "EngineConfig", "EngineError",
+           "LoadedEngine", "ModelSpec", "SegmentationEngine", "SegmentationOutput", "backend_named",
+           "engine_registry", "load_calibration", "load_engine", "save_calibration"]

@@ -32,6 +32,7 @@ class SegmentationEngine(abc.ABC):
     """A loaded model ready to run on one frame at a time (batch 1)."""
 
     backend: str = "abstract"
+    precision: str = "fp32"           # what it computes in (a name in its backend's precisions)
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec

@@ -15,21 +15,24 @@ from ..checkpoint import CheckpointError, file_sha256, load_checkpoint, require_
 from ..model_io import GRAPH_VERSION
 from ..onnx_export import export_onnx
 from .base import EngineError, ModelSpec, SegmentationEngine
+from .calibration import Calibration, load_calibration
+from .registry import AUTO, CALIBRATED, BuildRequest, backend_named
 
 log = logging.getLogger(__name__)
-
-BACKENDS = ("onnxruntime", "tensorrt", "torch")
 
 
 @dataclass(frozen=True)
 class EngineConfig:
     model_path: str
     spec: ModelSpec = field(default_factory=ModelSpec)
-    backend: str = "onnxruntime"
+    backend: str = "onnxruntime"  # a name in engine_registry
     cache_dir: str = str(Path.home() / ".cache" / "seg_edge")
-    device: str = "auto"          # onnxruntime: auto|cpu|cuda; torch: cpu|cuda:N
+    device: str = "auto"          # onnxruntime: auto|cpu|cuda; torch: cpu|cuda:N; tensorrt: auto|cuda:N
     threads: int = 0              # onnxruntime intra-op threads (0 = library default)
-    precision: str = "fp16"       # tensorrt: fp32|fp16|int8
+    precision: str = AUTO         # one of the backend's precisions (engine_registry); auto: its first
+    # int8 only: the frames to calibrate on. None: the set last stored for this input spec
+    # under cache_dir (calibration.save_calibration); an EngineError if there is none.
+    calibration: Calibration | None = None
 
 
 @dataclass
@@ -37,6 +40,7 @@ class LoadedEngine:
     engine: SegmentationEngine
     version: str                  # model version id (file hash prefix)
     onnx_path: Path | None
+    precision: str = "fp32"       # the precision it runs at (never "auto")
 
 
 def onnx_for(model_path: Path, spec: ModelSpec, cache_dir: Path) -> tuple[Path, str]:
@@ -58,27 +62,27 @@ def onnx_for(model_path: Path, spec: ModelSpec, cache_dir: Path) -> tuple[Path, 
 
 def load_engine(cfg: EngineConfig) -> LoadedEngine:
     """Raises CheckpointError or EngineError with a message that says what to do."""
-    if cfg.backend not in BACKENDS:
-        raise EngineError(f"unknown backend {cfg.backend!r}; choose one of {', '.join(BACKENDS)}")
+    try:
+        backend = backend_named(cfg.backend)
+        precision = backend.resolve(cfg.precision)
+    except ValueError as e:
+        raise EngineError(str(e)) from None
     model_path = Path(cfg.model_path).expanduser()
     if not str(cfg.model_path):
         raise CheckpointError("no model given: set model_path to an Ianvs/RFNet .pth checkpoint or an .onnx file")
     cache_dir = Path(cfg.cache_dir).expanduser()
-
-    if cfg.backend == "torch":
+    calibration = None
+    if precision in CALIBRATED:
+        calibration = cfg.calibration or load_calibration(cache_dir, cfg.spec)
+        if calibration is None:
+            raise EngineError(f"{backend.name} {precision} needs calibration frames: none are stored for "
+                              f"{cfg.spec} in {cache_dir}; give some (the node gathers them from the camera)")
+    if backend.takes_onnx:
+        source, version = onnx_for(model_path, cfg.spec, cache_dir)
+    else:
         if model_path.suffix == ".onnx":
-            raise EngineError("the torch backend needs the .pth checkpoint, not an ONNX file")
-        from .torch_engine import TorchEngine
-        device = "cpu" if cfg.device == "auto" else cfg.device
-        ckpt = load_checkpoint(model_path, cfg.spec.num_classes)
-        return LoadedEngine(TorchEngine(ckpt.model, cfg.spec, device), ckpt.version, None)
-
-    onnx_path, version = onnx_for(model_path, cfg.spec, cache_dir)
-    if cfg.backend == "onnxruntime":
-        from .onnxruntime_engine import OnnxRuntimeEngine
-        return LoadedEngine(OnnxRuntimeEngine(onnx_path, cfg.spec, cfg.device, cfg.threads),
-                            version, onnx_path)
-    from .tensorrt_engine import TensorRTEngine
-    engine = TensorRTEngine(onnx_path, cfg.spec, precision=cfg.precision,
-                            cache_dir=cache_dir / "tensorrt")
-    return LoadedEngine(engine, version, onnx_path)
+            raise EngineError(f"the {backend.name} backend needs the .pth checkpoint, not an ONNX file")
+        source, version = require_checkpoint_file(model_path), file_sha256(model_path)[:12]
+    engine = backend.build(BuildRequest(source, cfg.spec, precision, cache_dir, cfg.device, cfg.threads,
+                                        calibration))
+    return LoadedEngine(engine, version, source if backend.takes_onnx else None, precision)

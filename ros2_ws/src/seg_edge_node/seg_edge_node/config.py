@@ -10,11 +10,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
+from rfnet.engines import AUTO, BACKENDS, backend_named
+
 from .hard_mining import MiningConfig
+from .int8_calibration import Int8Config
 from .model_manager import ModelManagerConfig
 from .uplink import UplinkConfig
 
-SECTIONS = {"mining": MiningConfig, "uplink": UplinkConfig, "updates": ModelManagerConfig}
+SECTIONS = {"mining": MiningConfig, "uplink": UplinkConfig, "updates": ModelManagerConfig, "int8": Int8Config}
 
 
 @dataclass(frozen=True)
@@ -29,9 +32,9 @@ class EdgeNodeConfig:
     pair_timeout_s: float = 0.5        # an unpaired frame older than this is dropped and counted
     # Model and engine.
     model_path: str = ""               # Ianvs/RFNet .pth checkpoint or exported .onnx
-    backend: str = "onnxruntime"       # onnxruntime | tensorrt | torch
-    device: str = "auto"               # onnxruntime: auto|cpu|cuda; torch: cpu|cuda:0
-    precision: str = "fp16"            # tensorrt: fp32|fp16|int8
+    backend: str = "onnxruntime"       # a name in rfnet.engines.engine_registry
+    device: str = "auto"               # onnxruntime: auto|cpu|cuda; torch: cpu|cuda:0; tensorrt: auto|cuda:N
+    precision: str = AUTO              # one of the backend's precisions; auto: its first (fp32, tensorrt fp16)
     threads: int = 0                   # onnxruntime intra-op threads, 0 = library default
     cache_dir: str = "~/.cache/seg_edge"
     input_height: int = 480
@@ -42,21 +45,32 @@ class EdgeNodeConfig:
     input_qos: str = "sensor_data"
     overlay_alpha: float = 0.5
     diagnostics_period_s: float = 1.0
+    # Diagnostics WARN while bad input, unpaired RGB or errors were seen in this window.
+    diagnostics_window_s: float = 10.0
+    # Diagnostics WARN when no RGB frame came for this many of the camera's own frame periods.
+    camera_stall_periods: int = 10
     # Hard-example mining and the MQTT uplink of hard frames (uplink.host empty = off).
     mining: MiningConfig = field(default_factory=MiningConfig)
     uplink: UplinkConfig = field(default_factory=UplinkConfig)
     # Signed model updates from the cloud, hot-swapped between frames (updates.enabled).
     updates: ModelManagerConfig = field(default_factory=ModelManagerConfig)
+    # precision int8: where the calibration frames come from (the camera, or a dataset index).
+    int8: Int8Config = field(default_factory=Int8Config)
 
     @classmethod
     def parameter_defaults(cls) -> dict[str, object]:
         """Flat ROS parameter names -> defaults, sections as `section.field`."""
+        return cls().to_parameters()
+
+    def to_parameters(self) -> dict[str, object]:
+        """Flat ROS parameter names -> this config's values, sections as `section.field`."""
         out: dict[str, object] = {}
-        for f in fields(cls):
+        for f in fields(self):
+            value = getattr(self, f.name)
             if f.name in SECTIONS:
-                out.update({f"{f.name}.{g.name}": g.default for g in fields(SECTIONS[f.name])})
+                out.update({f"{f.name}.{g.name}": getattr(value, g.name) for g in fields(value)})
             else:
-                out[f.name] = f.default
+                out[f.name] = value
         return out
 
     @classmethod
@@ -74,12 +88,17 @@ class EdgeNodeConfig:
         self.mining.validate()
         self.uplink.validate()
         self.updates.validate()
+        self.int8.validate()
+        if self.backend not in BACKENDS:
+            raise ValueError(f"parameter backend={self.backend!r}: use {', '.join(BACKENDS)}")
+        try:
+            backend_named(self.backend).resolve(self.precision)
+        except ValueError as e:
+            raise ValueError(f"parameter {e}") from None
         if self.updates.enabled and not self.uplink.enabled:
             raise ValueError("parameter updates.enabled needs the broker: set uplink.host (and port)")
         if self.updates.enabled and self.backend == "torch":
             raise ValueError("model updates arrive as ONNX files: use backend onnxruntime or tensorrt")
-        if self.backend not in ("onnxruntime", "tensorrt", "torch"):
-            raise ValueError(f"parameter backend={self.backend!r}: use onnxruntime, tensorrt or torch")
         if self.input_qos not in ("sensor_data", "reliable"):
             raise ValueError(f"parameter input_qos={self.input_qos!r}: use sensor_data or reliable")
         if self.input_height < 32 or self.input_width < 32 or self.input_height % 32 or self.input_width % 32:
@@ -95,3 +114,11 @@ class EdgeNodeConfig:
                              "number, the model's 8-bit depth units per metre (e.g. 25.5 maps 0..10 m)")
         if not 0.0 < self.diagnostics_period_s < math.inf:
             raise ValueError(f"parameter diagnostics_period_s={self.diagnostics_period_s}: use a period > 0 s")
+        if not 0.0 < self.diagnostics_window_s < math.inf:
+            raise ValueError(f"parameter diagnostics_window_s={self.diagnostics_window_s}: use a window > 0 s")
+        if self.camera_stall_periods < 1:
+            raise ValueError(f"parameter camera_stall_periods={self.camera_stall_periods}: use 1 or more")
+
+    @property
+    def resolved_precision(self) -> str:
+        return backend_named(self.backend).resolve(self.precision)

@@ -18,13 +18,13 @@ from segwire.errors import WireError
 from segwire.images import PNG_SIGNATURE, check_png_chunks, jpeg_header
 from sensor_msgs.msg import Image
 
+from .rejections import ImageConversionError
+
 # 8192 x 8192: far above any camera on the robot, low enough that a corrupt
 # header is reported instead of turning into a multi-gigabyte allocation.
 MAX_PIXELS = 8192 * 8192
 
 
-class ImageConversionError(ValueError):
-    """An image message that cannot be converted; the text says what is wrong."""
 
 
 def _grey16_to_rgb(grey: np.ndarray) -> np.ndarray:
@@ -84,12 +84,12 @@ def compressed_to_rgb(msg) -> np.ndarray:
     """sensor_msgs/CompressedImage (JPEG or PNG) -> new (H, W, 3) uint8 RGB array."""
     fmt = str(getattr(msg, "format", ""))
     if "compresseddepth" in fmt.lower():
-        raise ImageConversionError(
+        raise ImageConversionError("encoding",
             f"CompressedImage format {fmt!r} is compressed depth (a private header in front of a "
             "PNG), which this converter does not read; subscribe to the raw depth topic instead")
     data = _bytes_of(msg.data, "CompressedImage.data")
     if data.size == 0:
-        raise ImageConversionError("CompressedImage.data is empty; the publisher sent no image")
+        raise ImageConversionError("truncated", "CompressedImage.data is empty; the publisher sent no image")
     # The format string is informational only: OpenCV detects JPEG/PNG from the bytes
     # and a JPEG stores colour, not channel order, so "rgb8; jpeg compressed bgr8" and
     # "jpeg" decode the same way.
@@ -97,7 +97,7 @@ def compressed_to_rgb(msg) -> np.ndarray:
     if width <= 0 or height <= 0 or width * height > MAX_PIXELS:
         # A few hundred bytes can declare 30000 x 30000: OpenCV would allocate (and fill)
         # gigabytes before noticing the data is missing.
-        raise ImageConversionError(
+        raise ImageConversionError("size",
             f"CompressedImage (format {fmt!r}) declares {width}x{height} pixels, outside 1..{MAX_PIXELS}; "
             "the header is probably corrupt")
     try:
@@ -105,7 +105,7 @@ def compressed_to_rgb(msg) -> np.ndarray:
     except cv2.error:
         rgb = None
     if rgb is None:
-        raise ImageConversionError(
+        raise ImageConversionError("decode",
             f"could not decode {data.size} bytes of CompressedImage data (format {fmt!r}) "
             "as JPEG or PNG; check the topic really carries compressed images")
     return rgb
@@ -126,7 +126,7 @@ def _compressed_size(data: np.ndarray, fmt: str) -> tuple[int, int]:
         detail = "it starts with neither the JPEG nor the PNG signature"
     except (struct.error, WireError) as e:
         detail = str(e)
-    raise ImageConversionError(
+    raise ImageConversionError("decode",
         f"could not decode {data.size} bytes of CompressedImage data (format {fmt!r}) as JPEG or PNG "
         f"({detail}); check the topic really carries compressed images")
 
@@ -135,7 +135,7 @@ def rgb_to_image(rgb, header) -> Image:
     """(H, W, 3) uint8 RGB array -> sensor_msgs/Image rgb8 with a copy of `header`."""
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
-        raise ImageConversionError(
+        raise ImageConversionError("output",
             f"rgb_to_image needs a non-empty (H, W, 3) uint8 array, got shape {rgb.shape} "
             f"dtype {rgb.dtype}; convert with .astype(np.uint8) after scaling to 0..255")
     return _to_image(rgb, "rgb8", header)
@@ -145,7 +145,7 @@ def mono8_to_image(array, header) -> Image:
     """(H, W) uint8 array (label mask, confidence) -> sensor_msgs/Image mono8."""
     mono = np.asarray(array)
     if mono.dtype != np.uint8 or mono.ndim != 2 or mono.size == 0:
-        raise ImageConversionError(
+        raise ImageConversionError("output",
             f"mono8_to_image needs a non-empty (H, W) uint8 array, got shape {mono.shape} "
             f"dtype {mono.dtype}; convert with .astype(np.uint8) (labels must be < 256)")
     return _to_image(mono, "mono8", header)
@@ -176,37 +176,37 @@ def _pixels(msg, supported: dict[str, _Encoding], wanted: str) -> tuple[_Encodin
     """Validate the header, then view `msg.data` as (H, W[, C]) without copying."""
     encoding = msg.encoding
     if not isinstance(encoding, str) or encoding not in supported:
-        raise ImageConversionError(
+        raise ImageConversionError("encoding",
             f"encoding {encoding!r} cannot be read as {wanted}; supported: "
             f"{', '.join(supported)}. Configure the camera driver for one of these")
     enc = supported[encoding]
     try:
         height, width, step = (operator.index(v) for v in (msg.height, msg.width, msg.step))
     except TypeError:
-        raise ImageConversionError(
+        raise ImageConversionError("header",
             f"height, width and step must be integers, got {msg.height!r}, {msg.width!r}, "
             f"{msg.step!r}") from None
     if height <= 0 or width <= 0:
-        raise ImageConversionError(
+        raise ImageConversionError("size",
             f"{encoding} image has no pixels (height={height}, width={width}); "
             "the publisher sent an empty image")
     if height * width > MAX_PIXELS:
-        raise ImageConversionError(
+        raise ImageConversionError("size",
             f"{encoding} image is {width}x{height}, more than the {MAX_PIXELS} pixel limit; "
             "the header is probably corrupt")
     itemsize = enc.dtype.itemsize
     row_bytes = width * enc.channels * itemsize
     if step < row_bytes:
-        raise ImageConversionError(
+        raise ImageConversionError("step",
             f"step {step} is less than width*bytes_per_pixel = {width}*{enc.channels * itemsize} "
             f"= {row_bytes} for {encoding}; step, width and encoding in the header disagree")
     if step % itemsize:
-        raise ImageConversionError(
+        raise ImageConversionError("step",
             f"step {step} is not a multiple of {itemsize}, the element size of {encoding}; "
             "the header is corrupt")
     data = _bytes_of(msg.data, "Image.data")
     if data.size < step * height:
-        raise ImageConversionError(
+        raise ImageConversionError("truncated",
             f"data has {data.size} bytes, expected step*height = {step}*{height} = "
             f"{step * height} for a {width}x{height} {encoding} image; the message is truncated "
             "or its header is wrong")
@@ -225,6 +225,6 @@ def _bytes_of(data, what: str) -> np.ndarray:
             return np.array(data, dtype=np.uint8).reshape(-1)
         return np.frombuffer(data, dtype=np.uint8)
     except (TypeError, ValueError, OverflowError, BufferError) as e:
-        raise ImageConversionError(
+        raise ImageConversionError("header",
             f"{what} must be bytes, array.array('B') or a list of 0..255 ints, got "
             f"{type(data).__name__} ({e})") from None
