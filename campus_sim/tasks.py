@@ -13,6 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from .camera import Intrinsics, Rays
+from .instances import instance_map
 from .raycast import cast
 from .scene import Rates, SceneConfig, Street, WalkConfig
 from .sensor import DepthConfig, SensorConfig, expose, measure_depth
@@ -40,6 +41,9 @@ class Frame:
     labels: np.ndarray         # (H, W) uint8 class ids, 255 = ignore
     intrinsics: Intrinsics
     pose: np.ndarray           # (4, 4) camera-to-world (x along the street, z up)
+    # (H, W) int32 ground-truth object instances (campus_sim.instances); class-agnostic
+    # ids for the benchmark's SAM stand-in, None unless render(..., instances=True).
+    instances: np.ndarray | None = None
 
 
 TASKS: dict[str, Task] = {t.name: t for t in [
@@ -61,6 +65,17 @@ TASKS: dict[str, Task] = {t.name: t for t in [
          sensor=SensorConfig(key=0.05, max_gain=3.0, awb=0.3, read_noise=0.015, shot_noise=0.03, blur=0.9,
                              motion_blur=7.0, vignetting=0.35, bloom=0.25, glare=1.0),
          depth=DepthConfig(noise=(0.004, 0.003), holes=2.5, edge_dropout=0.6)),
+    Task("night_campus",
+         "daylight_campus's streets after dark: street lamps (warm or cold), some lit windows, damp roads, a "
+         "camera raising its gain (noise, blur, glare). Generated conditions for training the cloud's own model "
+         "on more than daylight: its own streets and daylight_campus's object rates, with some underpasses.",
+         scene=SceneConfig(rates=Rates(truck=0.005, bus=0.005, rider=0.01, motorcycle=0.01), night=True, underpass=0.3,
+                           lit_windows=0.25, lamp_colours=((1.0, 0.62, 0.28), (0.75, 0.88, 1.0)), wet=(0.0, 0.6)),
+         light=LightConfig(night=True, clouds=(0.0, 0.9), ambient=(0.02, 0.02, 0.028), zenith=(0.01, 0.012, 0.03),
+                           horizon=(0.06, 0.045, 0.04), cloud_colour=(0.07, 0.05, 0.045)),
+         sensor=SensorConfig(key=0.07, max_gain=4.0, awb=0.3, read_noise=0.01, shot_noise=0.025, blur=0.8,
+                             motion_blur=4.0, vignetting=0.3, bloom=0.2, glare=0.7),
+         depth=DepthConfig(noise=(0.003, 0.003), holes=2.0, edge_dropout=0.5)),
     Task("new_objects",
          "Daylight like daylight_campus, but traffic and objects it rarely shows: buses, trucks, riders, "
          "motorcycles, bicycles, belts, hydrants, CCTV cameras.",
@@ -91,15 +106,19 @@ def _street(task_name: str, seed: int, street: int) -> tuple[Street, Lighting]:
     return Street(task.scene, task.walk, key), task.light.sample(np.random.default_rng([*key, 9]))
 
 
-def render(task: str, index: int, seed: int = 0, height: int = 480, width: int = 640) -> Frame:
-    """Frame `index` of task `task` for `seed`, rendered natively at height x width."""
+def render(task: str, index: int, seed: int = 0, height: int = 480, width: int = 640,
+           instances: bool = False) -> Frame:
+    """Frame `index` of task `task` for `seed`, rendered natively at height x width; with
+    `instances`, also its object instance map (from the z-buffer, before any sensor effect)."""
     t = get_task(task)
     street, lighting = _street(task, seed, index // t.walk.frames_per_street)
     pose, prims, lights = street.view(index % t.walk.frames_per_street)
     intr = Intrinsics.for_size(height, width)
     rays = Rays(intr, pose)
-    view = shade(cast(prims, rays, pose, intr), pose, intr, lighting, lights)
+    casting = cast(prims, rays, pose, intr)
+    view = shade(casting, pose, intr, lighting, lights)
     rng = np.random.default_rng([seed, _task_code(task), index, 3])
     rgb = expose(view.radiance, view.depth, lights, pose, intr, t.sensor, rng)
     depth = measure_depth(view.depth, t.depth, rng)
-    return Frame(rgb, depth, view.labels, intr, pose.matrix())
+    inst = instance_map(casting.prim, view.labels, casting.primitives) if instances else None
+    return Frame(rgb, depth, view.labels, intr, pose.matrix(), inst)

@@ -14,6 +14,7 @@ import yaml
 from seg_core import ConfigError
 from segwire import MqttConnection
 
+from .cloud_semantics import SemanticsConfig
 from .lifelong_config import LifelongConfig
 from .mask_generators import MaskGeneratorConfig
 from .ops_config import HttpConfig, StoreConfig
@@ -62,6 +63,8 @@ class BridgeConfig:
     # with the matching model_type), weights-free region proposals otherwise.
     refinement: MaskGeneratorConfig = field(default_factory=MaskGeneratorConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    # Whose class evidence the masks vote with: the robot's model, the cloud's own, or both.
+    semantics: SemanticsConfig = field(default_factory=SemanticsConfig)
     # Retraining from the stored samples (cloud_bridge.lifelong, cloud_bridge.replay_buffer).
     lifelong: LifelongConfig = field(default_factory=LifelongConfig)
     # Where samples and the trainer's bookkeeping live (sqlite: this host; postgres: shared).

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["MaskSet", "logit_vote", "majority_vote"]
+__all__ = ["MaskSet", "logit_vote", "majority_vote", "probability_vote", "majority_vote_confidence"]
 
 
 class MaskSet:
@@ -106,7 +106,7 @@ class MaskSet:
     @classmethod
     def from_label_image(cls, regions: np.ndarray, min_area: int = 1) -> MaskSet:
         """One mask per region id of an integer (H, W) region map; regions smaller than
-        ``min_area`` pixels are left uncovered."""
+        ``min_area`` pixels, and negative ids, are left uncovered."""
         regions = np.asarray(regions)
         if regions.ndim != 2 or not np.issubdtype(regions.dtype, np.integer):
             raise ValueError(f"region map must be an integer (H, W) array, got "
@@ -117,9 +117,9 @@ class MaskSet:
         change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
         start = np.concatenate(([0], change))
         stop = np.concatenate((change, [flat.size]))
-        run_region = np.unique(flat[start], return_inverse=True)[1]
+        ids, run_region = np.unique(flat[start], return_inverse=True)
         area = np.bincount(run_region, weights=stop - start)
-        keep = area[run_region] >= min_area
+        keep = (area[run_region] >= min_area) & (ids[run_region] >= 0)
         return cls(regions.shape, run_region[keep], start[keep], stop[keep])
 
     def __len__(self) -> int:
@@ -188,11 +188,76 @@ def logit_vote(masks: MaskSet | Sequence[np.ndarray], logits: np.ndarray) -> np.
     return out.reshape(masks.shape)
 
 
+def probability_vote(masks: MaskSet | Sequence[np.ndarray], probs: np.ndarray,
+                     scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and per-pixel confidence (both (H, W) uint8) from class probabilities
+    ``probs`` (C, H, W) that sum to one per pixel: each mask takes the class with the
+    largest probability mass over its pixels; uncovered pixels keep the per-pixel
+    argmax. With ``scores`` (e.g. logits, (C, H, W)) the winners and the uncovered
+    pixels' labels are ``logit_vote(masks, scores)``'s and only the confidence comes
+    from ``probs``.
+
+    Confidence (255 = certain) of a pixel is the geometric mean of the winner's share of
+    the mask's mass (how clearly the mask voted) and the pixel's own probability of the
+    class it was painted (low where a mask runs over a boundary the evidence disagrees
+    with); an uncovered pixel's is its own top probability. Pseudo-label training masks
+    pixels by it (cloud_bridge.pseudo_labels).
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.ndim != 3 or not 1 <= probs.shape[0] <= 256:
+        raise ValueError(f"probabilities must be (C, H, W) with 1 <= C <= 256, got {probs.shape}")
+    masks = _as_mask_set(masks, probs.shape[1:])
+    flat = np.ascontiguousarray(probs).reshape(probs.shape[0], -1)
+    n = flat.shape[1]
+    labels = np.empty(n, dtype=np.uint8)
+    share = np.ones(n, dtype=np.float32)
+    uncovered = np.flatnonzero(~masks.covered().reshape(-1))
+    if scores is not None:
+        scores = np.asarray(scores, dtype=np.float32)
+        if scores.shape != probs.shape:
+            raise ValueError(f"scores are {scores.shape} but the probabilities {probs.shape}")
+        score_flat = np.ascontiguousarray(scores).reshape(scores.shape[0], -1)
+    if len(masks):
+        seg_sums = np.add.reduceat(flat, masks._seg_start, axis=1)
+        if not np.isfinite(seg_sums).all():
+            raise ValueError("probabilities contain NaN or inf")
+        totals = masks._mask_totals(seg_sums)
+        if scores is None:
+            winners = totals.argmax(axis=1)
+            masks._paint(winners.astype(np.uint8), labels)
+        else:
+            score_sums = np.add.reduceat(score_flat, masks._seg_start, axis=1)
+            if not np.isfinite(score_sums).all():
+                raise ValueError("scores contain NaN or inf")
+            winners = masks._mask_totals(score_sums).argmax(axis=1)
+            masks._paint(winners.astype(np.uint8), labels)
+        mass = totals.sum(axis=1)
+        win_share = (totals[np.arange(len(winners)), winners] / np.maximum(mass, 1e-12)).astype(np.float32)
+        masks._paint(win_share, share)
+    labels[uncovered] = _pixel_argmax(flat if scores is None else score_flat, uncovered)
+    pixel_p = flat[labels.astype(np.intp), np.arange(n)]
+    conf = np.sqrt(np.clip(share * pixel_p, 0.0, 1.0))
+    conf[uncovered] = np.clip(pixel_p[uncovered], 0.0, 1.0)
+    return labels.reshape(masks.shape), (conf * 255.0 + 0.5).astype(np.uint8).reshape(masks.shape)
+
+
+def majority_vote_confidence(masks: MaskSet | Sequence[np.ndarray], edge_labels: np.ndarray,
+                             ignore_label: int | None = 255) -> tuple[np.ndarray, np.ndarray]:
+    """``majority_vote`` and a per-pixel confidence: the winner's share of the painting
+    mask's votes (255 = unanimous); pixels no mask covers, or whose mask had no vote,
+    get 0 (nothing beyond the robot's own label says they are right)."""
+    return _majority(masks, edge_labels, ignore_label, with_confidence=True)
+
+
 def majority_vote(masks: MaskSet | Sequence[np.ndarray], edge_labels: np.ndarray,
                   ignore_label: int | None = 255) -> np.ndarray:
     """Labels (H, W) uint8: each mask takes its most frequent edge label (ties: smaller
     class id). ``ignore_label`` pixels do not vote; a mask with no voting pixel paints
     ``ignore_label`` (its pixels keep it). Uncovered pixels keep the edge label."""
+    return _majority(masks, edge_labels, ignore_label, with_confidence=False)
+
+
+def _majority(masks, edge_labels, ignore_label, with_confidence: bool):
     edge_labels = np.asarray(edge_labels)
     if edge_labels.ndim != 2:
         raise ValueError(f"edge labels must be (H, W), got shape {edge_labels.shape}")
@@ -206,8 +271,16 @@ def majority_vote(masks: MaskSet | Sequence[np.ndarray], edge_labels: np.ndarray
     masks = _as_mask_set(masks, edge_labels.shape)
     flat = np.ascontiguousarray(edge_labels).reshape(-1)
     out = flat.copy()
+    conf = np.zeros(flat.size, np.float32)
+
+    def done():
+        labels = out.reshape(masks.shape)
+        if not with_confidence:
+            return labels
+        return labels, (conf * 255.0 + 0.5).astype(np.uint8).reshape(masks.shape)
+
     if not len(masks):
-        return out.reshape(masks.shape)
+        return done()
 
     # Histogram over the classes present only (a few dozen columns, not 256).
     present = np.flatnonzero(np.bincount(flat, minlength=256))
@@ -225,8 +298,14 @@ def majority_vote(masks: MaskSet | Sequence[np.ndarray], edge_labels: np.ndarray
     voted = counts.sum(axis=1) > 0
     winners = np.full(len(masks), 255 if ignore_label is None else ignore_label, np.uint8)
     if len(present):
-        winners[voted] = present[counts[voted].argmax(axis=1)]
-    return masks._paint(winners, out)
+        best = counts[voted].argmax(axis=1)
+        winners[voted] = present[best]
+        if with_confidence:
+            share = np.zeros(len(masks), np.float32)
+            share[voted] = counts[voted][np.arange(len(best)), best] / counts[voted].sum(axis=1)
+            masks._paint(share, conf)
+    masks._paint(winners, out)
+    return done()
 
 
 def _as_mask_set(masks: MaskSet | Sequence[np.ndarray], shape: tuple[int, int]) -> MaskSet:

@@ -110,8 +110,8 @@ def transfer_metrics(old: TaskScores, new: TaskScores) -> dict:
 
 def train_config(ft: FineTuneConfig) -> TrainConfig:
     return TrainConfig(epochs=ft.epochs, batch_size=ft.batch_size, lr=ft.lr, input_height=ft.input_height,
-                       input_width=ft.input_width, augment=ft.augment, freeze_bn=ft.freeze_bn, seed=ft.seed,
-                       device=ft.device)
+                       input_width=ft.input_width, augment=ft.augment, photometric=ft.photometric,
+                       freeze_bn=ft.freeze_bn, seed=ft.seed, device=ft.device)
 
 
 class _Concat:
@@ -302,14 +302,33 @@ class LifelongTrainer:
         count = min(wanted, len(pool))
         # Seeded by the training seed alone: the same inputs give the same candidate.
         picks = sorted(np.random.default_rng(tc.seed).choice(len(pool), count, replace=False).tolist())
-        data = _Concat([self.buffer.dataset(new_train, num_classes, "new buffer frames"),
+        thresholds, pseudo = self._pseudo_label_thresholds(new_train)
+        data = _Concat([self.buffer.dataset(new_train, num_classes, "new buffer frames", thresholds),
                         _Picked(pool, picks, "rehearsal")], "lifelong training data")
         # Hard frames may come without depth (optional in segwire): the robot then ran the
         # model on a no-return depth image, which is what require_depth=False feeds.
         torch_data = TorchSegmentationDataset(data, tc.preprocess, augment=tc.augment, seed=tc.seed,
-                                              require_depth=False)
+                                              require_depth=False, augment_cfg=tc.augment_config)
         return torch_data, {"drawn": count, "pool": len(pool), "pool_index": len(index),
-                            "pool_buffer": len(earlier), "index": rc.index}
+                            "pool_buffer": len(earlier), "index": rc.index, "pseudo_labels": pseudo}
+
+    def _pseudo_label_thresholds(self, entries: list[BufferEntry]) -> tuple[np.ndarray | None, dict]:
+        """Class-balanced confidence thresholds over the run's new frames whose labels
+        carry a confidence (cloud_bridge.pseudo_labels), and what they keep."""
+        from .pseudo_labels import class_thresholds, kept_fraction
+
+        cfg = self.config.pseudo_labels
+        if not cfg.enabled:
+            return None, {"enabled": False}
+        frames = [(s.labels, s.label_confidence) for s in map(self.store.get, (e.uuid for e in entries))
+                  if s is not None and s.label_confidence is not None]
+        if not frames:
+            return None, {"enabled": True, "frames_with_confidence": 0}
+        thresholds = class_thresholds(frames, cfg)
+        present = sorted({int(c) for labels, _ in frames for c in np.unique(labels)} - {255})
+        return thresholds, {"enabled": True, "frames_with_confidence": len(frames),
+                            "kept_pixel_fraction": kept_fraction(frames, thresholds),
+                            "thresholds": {str(c): int(thresholds[c]) for c in present}}
 
     def _new_task_data(self, entries: list[BufferEntry], num_classes: int,
                        tc: TrainConfig) -> tuple[TorchSegmentationDataset, str]:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from seg_core import ConfigError
 
+from .pseudo_labels import PseudoLabelConfig
+
 # A sample's label sources from most to least trusted. The store keeps one label map
 # per frame; this order decides which label may replace which, and what is evicted first.
 LABEL_PREFERENCE = ("human", "ground_truth", "sam", "region")
@@ -76,6 +78,7 @@ class FineTuneConfig:
     input_width: int = 640
     freeze_bn: bool = True        # small fine-tuning batches would spoil the BatchNorm statistics
     augment: bool = True
+    photometric: bool = False     # with augment: photometric and sensor-noise changes too
     seed: int = 0                 # training and the rehearsal draw: same inputs, same candidate
     device: str = "cpu"
 
@@ -106,6 +109,8 @@ class LifelongConfig:
     rehearsal: RehearsalConfig = field(default_factory=RehearsalConfig)
     train: FineTuneConfig = field(default_factory=FineTuneConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    # Confidence masking of pseudo-labels (class-balanced thresholds, cloud_bridge.pseudo_labels).
+    pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
 
     def __post_init__(self) -> None:
         if self.min_new_samples < 1:

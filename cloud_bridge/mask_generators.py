@@ -1,9 +1,10 @@
 """Class-agnostic mask generators for the cloud refinement.
 
 ``SamMaskGenerator`` runs Segment Anything's automatic mask generator on an official
-checkpoint; ``RegionProposalGenerator`` is the weights-free fallback (superpixel-like
-regions from scikit-image) for deployments without a checkpoint. Both return a
-``MaskSet``, largest mask first, ready for ``fusion.logit_vote`` / ``majority_vote``.
+checkpoint; without one the bridge falls back to weights-free masks:
+``DepthRegionGenerator`` (cloud_bridge.depth_regions: depth, normals and colour) or
+``RegionProposalGenerator`` (colour superpixels from scikit-image). All return a
+``MaskSet``, largest mask first, ready for the votes in ``fusion``.
 
 torch and segment_anything are imported where they are used, so a region-only bridge
 never pays for loading them.
@@ -53,6 +54,11 @@ class MaskGenerator(ABC):
     @abstractmethod
     def generate(self, rgb: np.ndarray) -> MaskSet:
         """Masks of an (H, W, 3) uint8 RGB image, largest first."""
+
+    def masks(self, frame) -> MaskSet:
+        """Masks of a hard frame (segwire.HardFrame); generators that use more than the
+        colour image (depth, the frame's identity) override this."""
+        return self.generate(frame.rgb)
 
 
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -278,12 +284,27 @@ class RegionProposalGenerator(MaskGenerator):
 # ---------------------------------------------------------------------------------------
 # Choice
 # ---------------------------------------------------------------------------------------
+FALLBACKS = ("depth_regions", "regions")
+
+
 @dataclass(frozen=True)
 class MaskGeneratorConfig:
-    """SAM when ``sam.checkpoint`` is set, region proposals otherwise."""
+    """SAM when ``sam.checkpoint`` is set; otherwise the weights-free ``fallback``:
+    ``depth_regions`` (RGB-D: depth, normals and colour) or ``regions`` (colour only)."""
 
     sam: SamConfig = field(default_factory=SamConfig)
+    fallback: str = "depth_regions"
+    depth_regions: "DepthRegionConfig" = field(default_factory=lambda: _depth_region_config())
     regions: RegionProposalConfig = field(default_factory=RegionProposalConfig)
+
+    def __post_init__(self):
+        if self.fallback not in FALLBACKS:
+            raise ValueError(f"refinement.fallback {self.fallback!r}: use one of {FALLBACKS}")
+
+
+def _depth_region_config():
+    from .depth_regions import DepthRegionConfig
+    return DepthRegionConfig()
 
 
 def build_mask_generator(cfg: MaskGeneratorConfig) -> MaskGenerator:
@@ -292,11 +313,16 @@ def build_mask_generator(cfg: MaskGeneratorConfig) -> MaskGenerator:
         logger.info("mask generator: SAM %s from %s on %s", cfg.sam.model_type,
                     cfg.sam.checkpoint, generator.device)
         return generator
+    what = ("depth/normal/colour regions" if cfg.fallback == "depth_regions"
+            else f"{cfg.regions.method} colour regions")
     logger.warning(
         "\n"
-        "*** No SAM checkpoint configured: refinement uses weights-free %s region\n"
-        "*** proposals instead of Segment Anything masks. These are colour/texture\n"
-        "*** segments, not objects, so refined labels are MUCH LOWER QUALITY.\n"
+        "*** No SAM checkpoint configured: refinement uses weights-free %s\n"
+        "*** instead of Segment Anything masks. These are surfaces and colour segments,\n"
+        "*** not objects, so refined labels are MUCH LOWER QUALITY.\n"
         "*** Set the SAM checkpoint (and matching model_type) to fix: %s.",
-        cfg.regions.method, _fit_hint())
+        what, _fit_hint())
+    if cfg.fallback == "depth_regions":
+        from .depth_regions import DepthRegionGenerator
+        return DepthRegionGenerator(cfg.depth_regions)
     return RegionProposalGenerator(cfg.regions)

@@ -1,8 +1,9 @@
 """The RFNet versions the bridge can run itself, found by file hash in one directory.
 
 A robot names its model version (the first 12 hex digits of the sha256 of its
-checkpoint or ONNX file) in every hard frame. When the same file is here, the bridge
-runs it on the uploaded RGB-D frame to get full logits for the logit vote.
+checkpoint or ONNX file) in every hard frame. When the same file is here, the registry
+gives a predictor of that version (`predictor_for`), which the refiner runs on the
+uploaded RGB-D frame to get full logits for the vote.
 
 The directory holds checkpoints (*.pth), and may be the model publisher's directory
 (cloud_bridge.model_push: <version>/model.onnx with its manifest), so the versions
@@ -27,12 +28,39 @@ from .config import ModelsConfig
 log = logging.getLogger(__name__)
 
 
+class EnginePredictor:
+    """A loaded model that gives (C, H, W) logits for a frame, preprocessed as on the robot."""
+
+    def __init__(self, engine: SegmentationEngine, version: str, depth_units_per_metre: float):
+        self.engine, self.version = engine, version
+        self.spec = engine.spec
+        self._pre = PreprocessConfig(self.spec.input_height, self.spec.input_width, depth_units_per_metre)
+
+    def logits(self, rgb: np.ndarray, depth_m: np.ndarray | None) -> np.ndarray:
+        """(C, H, W) logits at the frame's own resolution."""
+        depth = None if depth_m is None or not self.spec.use_depth else preprocess_depth(depth_m, self._pre)[0]
+        out = self.engine.infer(preprocess_rgb(rgb, self._pre), depth, return_logits=True)
+        return resize_logits(out.logits, rgb.shape[:2])
+
+
+def resize_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(C, h, w) -> (C, H, W), bilinear like the network's own final upsampling."""
+    h, w = size
+    if logits.shape[1:] == (h, w):
+        return logits
+    # cv2 resizes channels-last.
+    hwc = cv2.resize(np.ascontiguousarray(logits.transpose(1, 2, 0)), (w, h), interpolation=cv2.INTER_LINEAR)
+    if hwc.ndim == 2:   # one class: cv2 drops the channel axis
+        hwc = hwc[..., None]
+    return np.ascontiguousarray(hwc.transpose(2, 0, 1))
+
+
 class ModelRegistry:
     def __init__(self, config: ModelsConfig):
         self.config = config
         self._paths: dict[str, Path] = {}
         self._known: set[tuple[Path, int, int]] = set()   # files hashed: path, mtime, size
-        self._engines: dict[tuple[str, bool], SegmentationEngine] = {}
+        self._predictors: dict[tuple[str, bool], EnginePredictor] = {}
         self._lock = threading.Lock()
         self.rescan()
 
@@ -54,12 +82,12 @@ class ModelRegistry:
     def versions(self) -> list[str]:
         return sorted(self._paths)
 
-    def engine_for(self, version: str, use_depth: bool = True) -> SegmentationEngine | None:
-        """The engine for `version` (RGB-D or RGB-only), loaded on first use; None if the
+    def predictor_for(self, version: str, use_depth: bool = True) -> EnginePredictor | None:
+        """The predictor of `version` (RGB-D or RGB-only), loaded on first use; None if the
         bridge lacks that version."""
         with self._lock:
-            if (version, use_depth) in self._engines:
-                return self._engines[version, use_depth]
+            if (version, use_depth) in self._predictors:
+                return self._predictors[version, use_depth]
             if version not in self._paths:
                 self.rescan()   # a checkpoint may have been added since
             path = self._paths.get(version)
@@ -80,22 +108,9 @@ class ModelRegistry:
                 self._paths.pop(version)
                 return None
             log.info("loaded model %s (%s) from %s for logit votes", version, spec.mode, path)
-            self._engines[version, use_depth] = engine
-            return engine
-
-    def logits(self, engine: SegmentationEngine, rgb: np.ndarray, depth_m: np.ndarray | None) -> np.ndarray:
-        """(C, H, W) logits at the frame's own resolution, preprocessed as on the robot."""
-        cfg, spec = self.config, engine.spec
-        pre = PreprocessConfig(spec.input_height, spec.input_width, cfg.depth_units_per_metre)
-        depth = None if depth_m is None else preprocess_depth(depth_m, pre)[0]
-        out = engine.infer(preprocess_rgb(rgb, pre), depth, return_logits=True)
-        h, w = rgb.shape[:2]
-        if out.logits.shape[1:] == (h, w):
-            return out.logits
-        # cv2 resizes channels-last; bilinear like the network's own final upsampling.
-        hwc = cv2.resize(np.ascontiguousarray(out.logits.transpose(1, 2, 0)), (w, h),
-                         interpolation=cv2.INTER_LINEAR)
-        return np.ascontiguousarray(hwc.transpose(2, 0, 1))
+            predictor = EnginePredictor(engine, version, cfg.depth_units_per_metre)
+            self._predictors[version, use_depth] = predictor
+            return predictor
 
 
 def _published_spec(model_path: Path) -> ModelSpec:

@@ -40,6 +40,7 @@ from segdata import Sample as SegSample
 
 from .config import ConfigError, load_bridge_config
 from .lifelong_config import LABEL_PREFERENCE, ReplayBufferConfig
+from .pseudo_labels import mask_unsure
 from .sample_store import Sample, SampleInfo, SampleStore, SampleStoreError
 
 log = logging.getLogger(__name__)
@@ -103,11 +104,15 @@ class BufferDataset:
 
     Label ids >= num_classes read as ignore, as rfnet.training.open_labelled does for
     index data. depth_m stays None for frames sent without depth (optional in segwire).
+    With `thresholds` (cloud_bridge.pseudo_labels), pixels whose label_confidence is below
+    their class's threshold read as ignore too.
     """
 
-    def __init__(self, store: SampleStore, uuids: list[str], num_classes: int, name: str = "replay buffer"):
+    def __init__(self, store: SampleStore, uuids: list[str], num_classes: int, name: str = "replay buffer",
+                 thresholds: np.ndarray | None = None):
         self.store, self.uuids, self.name = store, list(uuids), name
         self._lut = LabelConfig(num_classes=num_classes).lut()
+        self.thresholds = thresholds
 
     def __len__(self) -> int:
         return len(self.uuids)
@@ -117,7 +122,8 @@ class BufferDataset:
         if s is None:
             raise SampleStoreError(f"{self.name}: sample {self.uuids[i]} was deleted while in use")
         depth = None if s.depth_m is None else s.depth_m.astype(np.float32)
-        return SegSample(s.rgb, depth, self._lut[s.labels], s.frame_uuid)
+        return SegSample(s.rgb, depth, self._lut[mask_unsure(s.labels, s.label_confidence, self.thresholds)],
+                         s.frame_uuid)
 
 
 class ReplayBuffer:
@@ -160,8 +166,9 @@ class ReplayBuffer:
     def marker(self, entries: list[BufferEntry]) -> TrainMarker:
         return TrainMarker(time.time(), {e.uuid: e.label_source for e in entries})
 
-    def dataset(self, entries: list[BufferEntry], num_classes: int, name: str = "replay buffer") -> BufferDataset:
-        return BufferDataset(self.store, [e.uuid for e in entries], num_classes, name)
+    def dataset(self, entries: list[BufferEntry], num_classes: int, name: str = "replay buffer",
+                thresholds: np.ndarray | None = None) -> BufferDataset:
+        return BufferDataset(self.store, [e.uuid for e in entries], num_classes, name, thresholds)
 
     # -- writing ------------------------------------------------------------------------
     def add(self, sample: Sample) -> bool:

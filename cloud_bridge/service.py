@@ -237,7 +237,8 @@ class BridgeService:
             frame_id=frame.frame_id, edge_model_version=frame.model_version,
             mining_policy=frame.mining_policy, mining_score=frame.mining_score,
             label_source=refinement.label_source, refiner=refinement.refiner, received_at=time.time(),
-            rgb=frame.rgb, depth_m=frame.depth_m, edge_labels=frame.edge_labels, labels=refinement.labels))
+            rgb=frame.rgb, depth_m=frame.depth_m, edge_labels=frame.edge_labels, labels=refinement.labels,
+            label_confidence=refinement.confidence, tags=refinement.tags))
         self.counters.add("refined" if new else "duplicate")   # another replica may have won the race
         self._publish(frame, refinement.labels, refinement.refiner)
 

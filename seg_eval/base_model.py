@@ -27,12 +27,13 @@ def ensure_base_model(cfg: JobConfig, data: JobData, cache: Path, say=print, pro
         return path
     b = cfg.base
     tc = TrainConfig(epochs=b.epochs, batch_size=b.batch_size, lr=b.lr, input_height=b.input_height,
-                     input_width=b.input_width, seed=b.seed)
+                     input_width=b.input_width, seed=b.seed, photometric=b.photometric)
     train = TorchSegmentationDataset(open_labelled(data.old_train, NUM_CLASSES), tc.preprocess, augment=True,
-                                     seed=tc.seed)
+                                     seed=tc.seed, augment_cfg=tc.augment_config)
     val = TorchSegmentationDataset(open_labelled(data.old_val, NUM_CLASSES), tc.preprocess)
     say(f"base model: training RFNet on {len(train)} {cfg.data.old_task} frames, {b.epochs} epochs at "
-        f"{b.input_width}x{b.input_height} on the CPU ({b.threads} threads)")
+        f"{b.input_width}x{b.input_height} on the CPU ({b.threads} threads)"
+        + (", photometric augmentation" if b.photometric else ""))
     threads = torch.get_num_threads()
     torch.set_num_threads(b.threads)
     try:

@@ -56,7 +56,10 @@ def prepare_data(cfg: JobConfig, cache: Path, say=print) -> JobData:
                                (d.old_task, "test", d.test), (d.new_task, "walk", d.walk),
                                (d.new_task, "val", d.new_val), (d.new_task, "test", d.test)):
         stride = d.train_stride if split == "train" else d.eval_stride
-        generate(root, task, count, d.seed, d.height, d.width, split, d.workers, stride=stride)
+        # Ground-truth instances of the shifted task's test frames and walk: the benchmark's
+        # SAM stand-in (seg_eval.sam_standin) builds its masks from them.
+        generate(root, task, count, d.seed, d.height, d.width, split, d.workers, stride=stride,
+                 instances=task == d.new_task and split in ("test", "walk"))
     (root / "bags").mkdir()
     for index, bag in ((data.old_test_index, data.old_test_bag), (data.new_test_index, data.new_test_bag),
                        (data.walk_index, data.walk_bag)):

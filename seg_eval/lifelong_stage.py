@@ -14,6 +14,7 @@ import numpy as np
 from cloud_bridge.lifelong import GateDecision, LifelongTrainer
 from cloud_bridge.lifelong_config import (FineTuneConfig, GateConfig, LabelSourcesConfig, LifelongConfig,
                                           RehearsalConfig, ReplayBufferConfig)
+from cloud_bridge.pseudo_labels import PseudoLabelConfig
 from cloud_bridge.sample_store import SampleStore, SqliteSampleStore
 
 from .job_config import JobConfig
@@ -33,7 +34,8 @@ def training_store(source: SampleStore, uuids: list[str], directory: Path, task:
             truth = truth_by_stamp.get(sample.stamp_ns)
             if truth is None:
                 raise KeyError(f"no ground truth recorded for the uploaded frame {uuid} (stamp {sample.stamp_ns})")
-            sample = dataclasses.replace(sample, labels=truth, label_source="ground_truth")
+            # Ground truth is certain: the pseudo-labels' confidence does not apply to it.
+            sample = dataclasses.replace(sample, labels=truth, label_source="ground_truth", label_confidence=None)
         store.put(dataclasses.replace(sample, tags={**sample.tags, "task": task}))
     return store
 
@@ -49,8 +51,10 @@ def lifelong_config(cfg: JobConfig, data: JobData, output_dir: Path) -> Lifelong
         buffer=ReplayBufferConfig(holdout_every=0, label_sources=LabelSourcesConfig(region=True)),
         rehearsal=RehearsalConfig(index=str(data.old_train), ratio=u.rehearsal_ratio),
         train=FineTuneConfig(epochs=u.epochs, batch_size=u.batch_size, lr=u.lr, input_height=b.input_height,
-                             input_width=b.input_width, freeze_bn=u.freeze_bn, augment=True, seed=b.seed),
-        gate=GateConfig(min_new_gain=u.min_new_gain, max_old_drop=u.max_old_drop))
+                             input_width=b.input_width, freeze_bn=u.freeze_bn, augment=True,
+                             photometric=u.photometric, seed=b.seed),
+        gate=GateConfig(min_new_gain=u.min_new_gain, max_old_drop=u.max_old_drop),
+        pseudo_labels=PseudoLabelConfig(keep_fraction=u.pseudo_keep_fraction))
 
 
 @dataclass
@@ -73,3 +77,32 @@ def train_update(cfg: JobConfig, data: JobData, base: Path, store: SampleStore, 
     finally:
         torch.set_num_threads(threads)
     return UpdateRun(labels, decision, decision.record["samples"]["new_training"])
+
+
+def pseudo_label_quality(store: SampleStore, uuids: list[str], truth_by_stamp: dict[int, np.ndarray],
+                         keep_fraction: float, num_classes: int = 30) -> dict:
+    """How good the bridge's pseudo-labels of the uploaded frames are (scored against the
+    frames' ground truth, which training never sees): mIoU and pixel accuracy of all of
+    them, of the robot's own labels on the same frames, and of the pixels that survive
+    the class-balanced confidence masking."""
+    from cloud_bridge.pseudo_labels import class_thresholds, mask_unsure
+    from segmetrics import ConfusionMatrix
+
+    samples = [s for s in map(store.get, uuids) if s is not None and s.stamp_ns in truth_by_stamp]
+    pseudo, edge, kept = ConfusionMatrix(num_classes), ConfusionMatrix(num_classes), ConfusionMatrix(num_classes)
+    with_conf = [(s.labels, s.label_confidence) for s in samples if s.label_confidence is not None]
+    thresholds = class_thresholds(with_conf, PseudoLabelConfig(keep_fraction=keep_fraction)) if with_conf else None
+    n_kept = n_all = 0
+    for s in samples:
+        truth = truth_by_stamp[s.stamp_ns]
+        # A pixel the refiner left unlabelled (ignore) is not scored.
+        pseudo.update(s.labels, np.where(s.labels >= num_classes, 255, truth).astype(np.uint8))
+        edge.update(s.edge_labels, np.where(s.edge_labels >= num_classes, 255, truth).astype(np.uint8))
+        masked = mask_unsure(s.labels, s.label_confidence, thresholds)
+        kept.update(masked, np.where(masked >= num_classes, 255, truth).astype(np.uint8))
+        valid = truth != 255
+        n_all += int(valid.sum())
+        n_kept += int((valid & (masked < num_classes)).sum())
+    return {"frames": len(samples), "miou": pseudo.miou(), "pixel_accuracy": pseudo.pixel_accuracy(),
+            "miou_edge": edge.miou(), "kept_fraction": n_kept / max(n_all, 1),
+            "kept_pixel_accuracy": kept.pixel_accuracy(), "kept_miou": kept.miou()}

@@ -3,9 +3,11 @@
   scripts/main_job.sh [--preset full|smoke]
 
 1. Renders the campus_sim data and bags (cached: seg_eval.job_data).
-2. Trains RFNet on the daylight task, or reuses the cached model (seg_eval.base_model).
-3. Starts a private mosquitto on a free loopback port, the cloud bridge, a model
-   publisher and the segmentation node (separate processes, private DDS domain).
+2. Trains RFNet on the daylight task, or reuses the cached model (seg_eval.base_model),
+   and the cloud's own semantic model from it (seg_eval.cloud_model, cached too).
+3. Starts a private mosquitto on a free loopback port, the cloud bridge (weights-free
+   depth regions + the robot's and the cloud model's evidence), a model publisher and
+   the segmentation node (separate processes, private DDS domain).
 4. Replays each task's test bag through the node: edge-only masks and the refined
    masks of the hard frames the bridge sent back (modes edge and edge + cloud).
 5. Replays the robot's walk through the underpass: its hard frames fill the cloud's
@@ -13,7 +15,9 @@
    ground truth standing in for human annotation, a lifelong update is fine-tuned,
    gated, signed and pushed; the node takes it while a stream plays (the swap gap is
    measured) and both test bags are replayed again (mode edge + cloud + lifelong).
-6. Writes report.json and report.html under runs/<timestamp>/ (runs/latest).
+6. Refines the shifted task's uploaded test frames again with every mask generator and
+   source of class evidence, the SAM stand-in included (seg_eval.ablation), and writes
+   report.json and report.html under runs/<timestamp>/ (runs/latest).
 
 Ctrl-C (or SIGTERM) stops every process it started.
 """
@@ -82,35 +86,67 @@ class _Updates:
             self.publisher.stop()
 
 
-def run_job(cfg: JobConfig, data: JobData, base: Path, run: Path) -> dict:
+def bridge_settings(cfg: JobConfig, base: Path, cloud: Path, run: Path) -> dict:
+    """The job's bridge config (dotted keys): the robot's model for its logit vote (the
+    registry finds it by the version the robot reports), the cloud's own model, and
+    weights-free masks (there is no SAM checkpoint here)."""
+    models = run / "bridge_models"
+    models.mkdir(exist_ok=True)
+    link = models / base.name
+    if not link.exists():
+        link.symlink_to(base.resolve())
+    b, c = cfg.base, cfg.cloud
+    return {"models.directory": str(models), "models.input_height": b.input_height,
+            "models.input_width": b.input_width, "models.cache_dir": str(run / "bridge_cache"),
+            "refinement.fallback": cfg.bridge.masks, "semantics.mode": cfg.bridge.semantics,
+            "semantics.cloud_weight": cfg.bridge.cloud_weight,
+            "semantics.cloud_model.checkpoint": str(cloud), "semantics.cloud_model.input_height": c.input_height,
+            "semantics.cloud_model.input_width": c.input_width,
+            "semantics.cloud_model.cache_dir": str(run / "bridge_cache")}
+
+
+def run_job(cfg: JobConfig, data: JobData, base: Path, cloud: Path, run: Path, stages: dict) -> dict:
     from cloud_bridge.lifelong_publish import CandidatePusher
     from rfnet.engines import ModelSpec
 
-    from .lifelong_stage import LABELS, train_update, training_store
+    from .lifelong_stage import LABELS, pseudo_label_quality, train_update, training_store
 
     b, d = cfg.base, cfg.data
     session_dir = run / "session"
     updates = _Updates(run)
     rc = ReplayConfig(None, base, session_dir, mode="edge_cloud", input_height=b.input_height,
-                      input_width=b.input_width, rate=cfg.replay_rate, node_params=dict(cfg.mining), robot_id="dog1")
+                      input_width=b.input_width, rate=cfg.replay_rate, node_params=dict(cfg.mining), robot_id="dog1",
+                      bridge_settings=bridge_settings(cfg, base, cloud, run))
     tests = {OLD: data.old_test_bag, NEW: data.new_test_bag}
     results: dict[str, dict[str, ModeResult]] = {}
     updates_info: dict[str, dict] = {}
     say("starting mosquitto, the cloud bridge, the model publisher and the segmentation node")
+    t0 = time.monotonic()
     with EvalSession(rc, updates.node_params(run)) as session:
         try:
             updates.start(session.broker.port, run)
+            stages["start_processes"] = time.monotonic() - t0
+            t0 = time.monotonic()
             results["before"] = {}
             for task, bag in tests.items():
                 say(f"replaying the {_task_name(cfg, task)} test bag (edge, edge + cloud)")
                 results["before"][task] = session.replay(bag, f"before_{task}")
+            stages["replay_test_bags"] = time.monotonic() - t0
+            t0 = time.monotonic()
             say(f"replaying the robot's walk through {d.new_task}: its hard frames go to the cloud")
             results["walk"] = {NEW: session.replay(data.walk_bag, "walk")}
+            stages["replay_walk"] = time.monotonic() - t0
             truth = read_recording(session_dir / "walk.mcap")["truth"]
             uuids = _uploaded_during(session_dir / "store" / "samples", set(truth))
             say(f"the bridge holds {len(uuids)} refined hard frames of the walk")
+            with _live_store(session_dir) as live:
+                quality = pseudo_label_quality(live, uuids, truth, cfg.update.pseudo_keep_fraction)
+            say(f"  their pseudo-labels: mIoU {quality['miou']:.3f} (the robot's own {quality['miou_edge']:.3f}); "
+                f"{100 * quality['kept_fraction']:.0f} % of the pixels pass the confidence masking, "
+                f"pixel accuracy {quality['kept_pixel_accuracy']:.3f} there")
             pusher = CandidatePusher(updates.publisher, ModelSpec(30, b.input_height, b.input_width, True))
             for labels in LABELS:
+                t0 = time.monotonic()
                 with _live_store(session_dir) as live, \
                         training_store(live, uuids, run / f"buffer_{labels}", d.new_task,
                                        truth if labels == "gt" else None) as store:
@@ -127,15 +163,17 @@ def run_job(cfg: JobConfig, data: JobData, base: Path, run: Path) -> dict:
                 if not dec.published:
                     say(f"  the gate BLOCKED the candidate: {'; '.join(dec.reasons)}; the robot keeps its model")
                     results[labels] = results["before"]   # no update from these labels: the base figures stand
+                    stages[f"update_{labels}"] = time.monotonic() - t0
                     continue
                 info.update(_land_update(session, pusher, dec, t_trigger, d, labels))
                 results[labels] = {}
                 for task, bag in tests.items():
                     say(f"  replaying the {_task_name(cfg, task)} test bag on the updated model")
                     results[labels][task] = session.replay(bag, f"after_{labels}_{task}")
+                stages[f"update_{labels}"] = time.monotonic() - t0
         finally:
             updates.stop()
-    return {"results": results, "updates": updates_info}
+    return {"results": results, "updates": updates_info, "pseudo_label_quality": quality}
 
 
 def _land_update(session: EvalSession, pusher, decision, t_trigger: float, d, labels: str) -> dict:
@@ -171,16 +209,65 @@ def _task_name(cfg: JobConfig, task: str) -> str:
 def run_main_job(cfg: JobConfig, runs: Path) -> tuple[Path, dict]:
     """The whole job into a new runs/<timestamp>/; returns it and the report."""
     from .base_model import ensure_base_model
+    from .cloud_model import ensure_cloud_model
     from .job_report import write_job_report
 
     cache = runs / "cache"
     run = new_run_dir(runs)
     t0 = time.monotonic()
+    stages: dict[str, float] = {}
+
+    def timed(name, fn, *args):
+        t = time.monotonic()
+        out = fn(*args)
+        stages[name] = time.monotonic() - t
+        return out
     say(f"outputs in {run} ({runs / 'latest'})")
-    data = prepare_data(cfg, cache, say)
-    base = ensure_base_model(cfg, data, cache, say)
-    outcome = run_job(cfg, data, base, run)
-    return run, write_job_report(run, cfg, data, outcome, time.monotonic() - t0)
+    data = timed("data", prepare_data, cfg, cache, say)
+    base = timed("base_model", ensure_base_model, cfg, data, cache, say)
+    cloud = timed("cloud_model", ensure_cloud_model, cfg, data, base, cache, say)
+    outcome = run_job(cfg, data, base, cloud, run, stages)
+    say(f"ablation: refining the {cfg.data.new_task} test bag's uploaded frames with every mask generator "
+        "and semantics (the SAM stand-in included)")
+    outcome["ablation"] = timed("ablation", job_ablation, cfg, data, base, cloud, run)
+    outcome["stages"] = stages
+    t = time.monotonic()
+    report = write_job_report(run, cfg, data, outcome, time.monotonic() - t0)
+    stages["report"] = time.monotonic() - t
+    say("stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items()))
+    return run, report
+
+
+def job_ablation(cfg: JobConfig, data: JobData, base: Path, cloud: Path, run: Path) -> dict:
+    """seg_eval.ablation on the shifted task's test bag replay, with the job bridge's models."""
+    from cloud_bridge.cloud_semantics import CloudModel, CloudModelConfig
+    from cloud_bridge.config import ModelsConfig
+    from cloud_bridge.depth_regions import DepthRegionGenerator
+    from cloud_bridge.mask_generators import RegionProposalGenerator
+    from cloud_bridge.model_registry import ModelRegistry
+
+    from .ablation import Evidence, hard_frames, instances_by_stamp, run_ablation
+    from .sam_standin import SamStandInConfig, SimInstanceMaskGenerator
+
+    session = run / "session"
+    rec = read_recording(session / f"before_{NEW}.mcap")
+    frames = hard_frames(session / "store" / "samples", set(rec["truth"]))
+    b, c = cfg.base, cfg.cloud
+    registry = ModelRegistry(ModelsConfig(directory=str(run / "bridge_models"), input_height=b.input_height,
+                                          input_width=b.input_width, cache_dir=str(run / "bridge_cache")))
+    edge = registry.predictor_for(frames[0].model_version) if frames else None
+    cloud_model = CloudModel(CloudModelConfig(str(cloud), c.input_height, c.input_width,
+                                              cache_dir=str(run / "bridge_cache")))
+    standin = SamStandInConfig()
+    generators = {"regions": RegionProposalGenerator(), "depth_regions": DepthRegionGenerator(),
+                  "sam_standin": SimInstanceMaskGenerator(instances_by_stamp(data.new_test_index,
+                                                                             list(rec["truth"])), standin)}
+    result = run_ablation(frames, rec["truth"], rec["edge"], generators,
+                          Evidence(edge, cloud_model, cfg.bridge.cloud_weight))
+    result.update(task=cfg.data.new_task, sam_standin=standin.describe(),
+                  live={"masks": cfg.bridge.masks, "semantics": cfg.bridge.semantics},
+                  cloud_model={"version": cloud_model.version, "provenance": cloud_model.provenance})
+    return result
 
 
 def _interrupted(signum, frame):

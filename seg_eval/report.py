@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from durable_files import write_atomic
 from segmetrics import latency_percentiles
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "table_html"]
 
 Series = Mapping[str, Sequence[float]]  # mode or task name -> values
 
@@ -145,6 +145,13 @@ def _latency_plot(latency: Mapping[str, np.ndarray]) -> str:
     return _figure_uri(fig)
 
 
+def table_html(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain HTML table; numbers formatted like the headline's, text escaped."""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 def _headline_html(report: Mapping[str, Any]) -> str:
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>"
                    for k, v in _flatten(report))
@@ -210,19 +217,23 @@ def _checked(report: Mapping[str, Any], class_names: Sequence[str], per_class_io
 
 def write_report(out_dir: str | Path, report: Mapping[str, Any], class_names: Sequence[str],
                  per_class_iou: Series, latency: Series,
-                 overlays: Sequence[tuple[str, np.ndarray]]) -> tuple[Path, Path]:
+                 overlays: Sequence[tuple[str, np.ndarray]],
+                 lead: Sequence[tuple[str, str]] = ()) -> tuple[Path, Path]:
     """Write out_dir/report.json and out_dir/report.html; return their paths.
 
     report: headline metrics (nested dicts allowed), written to JSON as given, NaN as null.
     per_class_iou: one list of IoUs per mode or task, aligned with class_names (NaN: class
     absent). latency: per-mode latencies in ms. overlays: (title, H x W x 3 uint8 RGB).
+    lead: (title, HTML) sections shown first, before the headline metrics (the caller
+    escapes their text, e.g. with table_html).
     Everything is validated before anything is written.
     """
     ious, lat = _checked(report, class_names, per_class_iou, latency, overlays)
     plain = _jsonable(report)
     json_text = json.dumps(plain, indent=2, allow_nan=False)
 
-    sections = [f"<h2>Headline metrics</h2>{_headline_html(plain)}"]
+    sections = [f"<h2>{html.escape(title)}</h2>{body}" for title, body in lead]
+    sections.append(f"<h2>Headline metrics</h2>{_headline_html(plain)}")
     if ious:
         sections.append("<h2>Per-class IoU</h2>" + _iou_table_html(class_names, ious)
                         + f'<figure><img alt="mIoU per mode/task" src="{_miou_plot(ious)}"></figure>')

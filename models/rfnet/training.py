@@ -43,6 +43,9 @@ class TrainConfig:
     input_width: int = 320
     depth_units_per_metre: float = 25.5
     augment: bool = True
+    # With augment: photometric and sensor-noise changes too (segdata.PhotometricConfig),
+    # so the model holds up when the light and the camera's noise change.
+    photometric: bool = False
     freeze_bn: bool = False           # keep BatchNorm statistics (small fine-tuning batches)
     seed: int = 0
     num_workers: int = 0
@@ -51,6 +54,12 @@ class TrainConfig:
     @property
     def preprocess(self) -> PreprocessConfig:
         return PreprocessConfig(self.input_height, self.input_width, self.depth_units_per_metre)
+
+    @property
+    def augment_config(self):
+        from segdata import AugmentConfig, PhotometricConfig
+
+        return AugmentConfig(photometric=PhotometricConfig() if self.photometric else None)
 
 
 @dataclass
@@ -185,6 +194,7 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=TrainConfig.input_width)
     ap.add_argument("--freeze-bn", action="store_true")
     ap.add_argument("--no-augment", action="store_true")
+    ap.add_argument("--photometric", action="store_true", help="photometric and sensor-noise augmentation too")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--device", default="cpu")
@@ -193,11 +203,12 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, input_height=args.height,
-                      input_width=args.width, augment=not args.no_augment, freeze_bn=args.freeze_bn,
+                      input_width=args.width, augment=not args.no_augment, photometric=args.photometric,
+                      freeze_bn=args.freeze_bn,
                       seed=args.seed, device=args.device)
     try:
         train = TorchSegmentationDataset(open_labelled(args.train, args.num_classes), cfg.preprocess,
-                                         augment=cfg.augment, seed=cfg.seed)
+                                         augment=cfg.augment, seed=cfg.seed, augment_cfg=cfg.augment_config)
         val = (TorchSegmentationDataset(open_labelled(args.val, args.num_classes), cfg.preprocess)
                if args.val else None)
     except DatasetError as e:

@@ -175,3 +175,52 @@ def test_cli_lists_tasks_and_writes_files(tmp_path):
     assert len(lines) == 2 and all((tmp_path / "dim_underpass" / p).is_file() for p in lines[0].split())
     bad = subprocess.run([sys.executable, "-m", "campus_sim", "--out", str(tmp_path), "--task", "nope"], capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown task" in bad.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# Ground-truth instances (campus_sim.instances), the SAM stand-in's raw material
+# ---------------------------------------------------------------------------------------
+def test_instances_are_one_class_each_and_split_objects_of_one_class():
+    f = render("daylight_campus", 20, SEED, H, W, instances=True)
+    assert f.instances.shape == (H, W) and f.instances.dtype == np.int32
+    ids = np.unique(f.instances)
+    assert ids[0] == 0 and ids[-1] == len(ids) - 1          # dense numbering
+    for i in ids:
+        assert len(np.unique(f.labels[f.instances == i])) == 1, "an instance spans two classes"
+    # More instances than classes: objects of one class (buildings, trees, cars) are apart.
+    assert len(ids) > len(np.unique(f.labels))
+    # Same frame without instances: identical pixels, no instance map.
+    g = render("daylight_campus", 20, SEED, H, W)
+    assert g.instances is None and g.rgb.tobytes() == f.rgb.tobytes()
+
+
+def test_touching_primitives_of_one_class_are_one_object_and_apart_ones_are_two():
+    from campus_sim.instances import instance_map
+    from campus_sim.materials import Surface
+    from campus_sim.raycast import Block
+
+    cam = Intrinsics.for_size(H, W)
+    pose = Pose(np.array([0.0, 0.0, 1.0]), rotation(0.0, 0.0, 0.0))
+    mat = Surface(Cls.CAR, Tex("smooth", (200, 0, 0)))
+    ground = GroundPlane(Layout(Region(Cls.ROAD, Tex("smooth", (90, 90, 90)))))
+    # Two blocks stacked into one car, and a third car 3 m to the side.
+    prims = [ground, Block((10.0, 0.0, 0.5), (1.0, 1.0, 0.5), mat), Block((10.0, 0.0, 1.25), (0.8, 0.8, 0.25), mat),
+             Block((10.0, 3.0, 0.5), (1.0, 1.0, 0.5), mat)]
+    c = cast(prims, Rays(cam, pose), pose, cam)
+    labels = np.where(c.prim > 0, Cls.CAR, np.where(c.prim == 0, Cls.ROAD, Cls.SKY)).astype(np.uint8)
+    inst = instance_map(c.prim, labels, prims)
+    one = np.unique(inst[(c.prim == 1) | (c.prim == 2)])
+    other = np.unique(inst[c.prim == 3])
+    assert len(one) == 1 and len(other) == 1 and one[0] != other[0]
+
+
+def test_instance_maps_are_written_only_when_asked(tmp_path):
+    from campus_sim.writer import instance_path, read_instances
+
+    index = generate(tmp_path, "dim_underpass", 2, SEED, H, W, "test", progress=False, instances=True)
+    line = index.read_text().splitlines()[1].split()
+    assert len(line) == 3                                   # the index format is unchanged
+    inst = read_instances(instance_path(index, line[-1]))
+    assert inst.shape == (H, W) and inst.max() > 0
+    plain = generate(tmp_path / "plain", "dim_underpass", 1, SEED, H, W, "test", progress=False)
+    assert not (plain.parent / "instance").exists()

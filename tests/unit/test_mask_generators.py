@@ -262,16 +262,22 @@ def test_sam_config_validation(kwargs):
 # ---------------------------------------------------------------------------------------
 # Choice between the two
 # ---------------------------------------------------------------------------------------
-def test_no_checkpoint_falls_back_to_region_proposals_loudly(caplog):
+def test_no_checkpoint_falls_back_to_weights_free_masks_loudly(caplog):
+    from cloud_bridge.depth_regions import DepthRegionGenerator
+
     with caplog.at_level(logging.WARNING, logger="cloud_bridge.mask_generators"):
         generator = build_mask_generator(MaskGeneratorConfig())
-    assert isinstance(generator, RegionProposalGenerator)
-    assert generator.name == "regions_felzenszwalb"
+    assert isinstance(generator, DepthRegionGenerator) and generator.name == "depth_regions"
     [record] = caplog.records
     assert record.levelno == logging.WARNING
     message = record.getMessage()
     assert "No SAM checkpoint configured" in message and "LOWER QUALITY" in message
     assert message.count("\n") >= 3
 
-    config = MaskGeneratorConfig(regions=RegionProposalConfig(method="slic"))
+    config = MaskGeneratorConfig(fallback="regions")
+    assert isinstance(build_mask_generator(config), RegionProposalGenerator)
+    assert build_mask_generator(config).name == "regions_felzenszwalb"
+    config = MaskGeneratorConfig(fallback="regions", regions=RegionProposalConfig(method="slic"))
     assert build_mask_generator(config).name == "regions_slic"
+    with pytest.raises(ValueError, match="fallback"):
+        MaskGeneratorConfig(fallback="watershed")

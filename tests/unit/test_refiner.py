@@ -41,9 +41,9 @@ def test_known_model_version_gets_a_logit_vote(refiner, reference_checkpoint, wi
     f = frame(version, with_depth)
     out = refiner.refine(f)
     assert out.refiner == "regions_felzenszwalb+logit_vote" and out.label_source == "region"
-    engine = refiner.registry.engine_for(version, use_depth=with_depth)
-    assert engine.spec.use_depth == with_depth
-    logits = refiner.registry.logits(engine, f.rgb, f.depth_m)
+    predictor = refiner.registry.predictor_for(version, use_depth=with_depth)
+    assert predictor.spec.use_depth == with_depth and predictor.version == version
+    logits = predictor.logits(f.rgb, f.depth_m)
     assert logits.shape == (30, H, W)
     expected = logit_vote(refiner.generator.generate(f.rgb), logits)
     np.testing.assert_array_equal(out.labels, expected)

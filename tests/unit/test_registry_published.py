@@ -33,12 +33,12 @@ def test_published_versions_get_a_logit_vote_at_their_own_spec(tmp_path):
                                           cache_dir=str(tmp_path / "cache")))
     version = model_version(published / "1" / "model.onnx")   # what the robot reports in its hard frames
     assert registry.versions == [version]
-    engine = registry.engine_for(version)
-    assert engine is not None and engine.spec == ModelSpec(**SPEC)
-    assert registry.engine_for(version, use_depth=False) is None   # the graph has a depth input
+    predictor = registry.predictor_for(version)
+    assert predictor is not None and predictor.spec == ModelSpec(**SPEC) and predictor.version == version
+    assert registry.predictor_for(version, use_depth=False) is None   # the graph has a depth input
     rgb, depth = synthetic_frame(1, 120, 160)
-    logits = registry.logits(engine, rgb, depth)
+    logits = predictor.logits(rgb, depth)
     assert logits.shape == (30, 120, 160) and np.isfinite(logits).all()
 
     publisher.publish(onnx, 3, SPEC, notes="same file, new version")   # found on the next unknown version
-    assert registry.engine_for("000000000000") is None and registry.versions == [version]
+    assert registry.predictor_for("000000000000") is None and registry.versions == [version]
