@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rfnet.preprocessing import PreprocessConfig
+from seg_core import ConfigError
+
 log = logging.getLogger(__name__)
 
 SEMANTICS = ("edge", "cloud", "combined")
@@ -38,12 +41,12 @@ class CloudModelConfig:
     input_width: int = 320
     backend: str = "torch"          # torch | onnxruntime
     device: str = "auto"            # auto | cpu | cuda
-    depth_units_per_metre: float = 25.5
+    depth_units_per_metre: float = PreprocessConfig.depth_units_per_metre
     cache_dir: str = "~/.cache/cloud_bridge"
 
     def __post_init__(self):
         if self.input_height < 1 or self.input_width < 1:
-            raise ValueError("cloud model input size must be >= 1")
+            raise ConfigError("cloud model input size must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,9 @@ class SemanticsConfig:
 
     def __post_init__(self):
         if self.mode not in SEMANTICS:
-            raise ValueError(f"semantics.mode {self.mode!r}: use one of {SEMANTICS}")
+            raise ConfigError(f"semantics.mode {self.mode!r}: use one of {SEMANTICS}")
         if not 0.0 <= self.cloud_weight <= 1.0:
-            raise ValueError(f"semantics.cloud_weight must be in [0, 1], got {self.cloud_weight}")
+            raise ConfigError(f"semantics.cloud_weight must be in [0, 1], got {self.cloud_weight}")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -114,7 +117,6 @@ class CloudModel:
     def __init__(self, config: CloudModelConfig):
         from rfnet.checkpoint import CheckpointError, file_sha256, load_checkpoint
         from rfnet.engines import EngineConfig, EngineError, ModelSpec, load_engine
-        from rfnet.preprocessing import PreprocessConfig
 
         path = Path(config.checkpoint).expanduser()
         if not path.is_file():

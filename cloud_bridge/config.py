@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from rfnet.preprocessing import PreprocessConfig
 from seg_core import ConfigError
 from segwire import MqttConnection
 
@@ -47,7 +48,7 @@ class ModelsConfig:
     backend: str = "onnxruntime"
     input_height: int = 480
     input_width: int = 640
-    depth_units_per_metre: float = 25.5
+    depth_units_per_metre: float = PreprocessConfig.depth_units_per_metre
     cache_dir: str = "~/.cache/cloud_bridge"
 
 

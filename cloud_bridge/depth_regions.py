@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from seg_core import ConfigError
+
 from .fusion import MaskSet
 from .mask_generators import MaskGenerator, _check_rgb
 
@@ -67,13 +69,13 @@ class DepthRegionConfig:
 
     def __post_init__(self):
         if self.superpixel_scale <= 0 or self.superpixel_min_size < 1 or self.min_area < 1:
-            raise ValueError("depth regions: superpixel_scale > 0, superpixel_min_size >= 1, min_area >= 1 needed")
+            raise ConfigError("depth regions: superpixel_scale > 0, superpixel_min_size >= 1, min_area >= 1 needed")
         for name in ("superpixel_sigma", "jump_tolerance", "crease_deg", "colour_tolerance", "noise_scale",
                      "min_colour_trust", "min_depth_fraction"):
             if getattr(self, name) < 0:
-                raise ValueError(f"depth regions: {name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"depth regions: {name} must be >= 0, got {getattr(self, name)}")
         if not 1.0 <= self.hfov_deg < 180.0:
-            raise ValueError(f"depth regions: hfov_deg must be in [1, 180), got {self.hfov_deg}")
+            raise ConfigError(f"depth regions: hfov_deg must be in [1, 180), got {self.hfov_deg}")
 
 
 MIN_SUPERPIXEL = 12   # pixels: enough to say something about a superpixel's depth and colour

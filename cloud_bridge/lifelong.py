@@ -41,8 +41,9 @@ from durable_files import makedirs_durable
 from rfnet.checkpoint import CheckpointError, load_checkpoint, model_version, save_checkpoint
 from rfnet.engines import ModelSpec
 from rfnet.training import TrainConfig, Trainer, evaluate, open_labelled
+from rfnet.training_data import TorchSegmentationDataset
 from segmetrics import bwt, fwt
-from segdata import DatasetError, SegmentationDataset, TorchSegmentationDataset
+from segdata import DatasetError, SegmentationDataset
 
 from .config import ConfigError, load_bridge_config
 from .lifelong_config import FineTuneConfig, GateConfig, LifelongConfig

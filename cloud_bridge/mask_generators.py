@@ -17,11 +17,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cloud_bridge.fusion import MaskSet
 from seg_core import ConfigError
+
+if TYPE_CHECKING:  # depth_regions builds on this module's MaskGenerator
+    from .depth_regions import DepthRegionConfig
 
 __all__ = [
     "MaskGenerator", "MaskGeneratorError", "SamConfig", "SamMaskGenerator",
@@ -294,12 +298,12 @@ class MaskGeneratorConfig:
 
     sam: SamConfig = field(default_factory=SamConfig)
     fallback: str = "depth_regions"
-    depth_regions: "DepthRegionConfig" = field(default_factory=lambda: _depth_region_config())
+    depth_regions: DepthRegionConfig = field(default_factory=lambda: _depth_region_config())
     regions: RegionProposalConfig = field(default_factory=RegionProposalConfig)
 
     def __post_init__(self):
         if self.fallback not in FALLBACKS:
-            raise ValueError(f"refinement.fallback {self.fallback!r}: use one of {FALLBACKS}")
+            raise ConfigError(f"refinement.fallback {self.fallback!r}: use one of {FALLBACKS}")
 
 
 def _depth_region_config():

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from seg_core import ConfigError
+
 IGNORE = 255
 
 
@@ -31,12 +33,12 @@ class PseudoLabelConfig:
 
     def __post_init__(self):
         if not 0.0 < self.keep_fraction <= 1.0:
-            raise ValueError(f"pseudo_labels.keep_fraction must be in (0, 1], got {self.keep_fraction}")
+            raise ConfigError(f"pseudo_labels.keep_fraction must be in (0, 1], got {self.keep_fraction}")
         for name in ("min_confidence", "max_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"pseudo_labels.{name} must be in [0, 1], got {getattr(self, name)}")
+                raise ConfigError(f"pseudo_labels.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.min_confidence > self.max_threshold:
-            raise ValueError("pseudo_labels.min_confidence must not exceed max_threshold")
+            raise ConfigError("pseudo_labels.min_confidence must not exceed max_threshold")
 
 
 def class_thresholds(frames: Iterable[tuple[np.ndarray, np.ndarray]], cfg: PseudoLabelConfig) -> np.ndarray:

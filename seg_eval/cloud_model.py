@@ -27,7 +27,8 @@ from campus_sim.writer import generate
 from cloud_bridge.cloud_semantics import write_provenance
 from rfnet.checkpoint import file_sha256, load_checkpoint
 from rfnet.training import TrainConfig, Trainer, open_labelled
-from segdata import PhotometricConfig, TorchSegmentationDataset
+from rfnet.training_data import TorchSegmentationDataset
+from segdata import PhotometricConfig
 
 from .job_config import JobConfig
 from .job_data import JobData

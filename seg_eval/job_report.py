@@ -7,7 +7,6 @@ import html
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from rfnet.classes import load_class_list
@@ -133,7 +132,7 @@ def models_saw(cfg: JobConfig, report: dict) -> dict:
                          f"streets of their own) with the bridge's pseudo-labels (no ground truth), plus "
                          f"{u.rehearsal_ratio:g} {d.old_task} train frames per new frame; gated on the {d.old_val} "
                          f"{d.old_task} and {d.new_val} {d.new_task} val frames",
-        "update_gt": f"as the pseudo update, with the walk frames' ground truth standing in for a human annotator",
+        "update_gt": "as the pseudo update, with the walk frames' ground truth standing in for a human annotator",
         "sam_standin": "uses the renderer's ground-truth instances (class-agnostic) of the scored test frames, "
                        "by design; its figures are stand-in figures, never SAM's",
         "test_frames": f"{d.test} frames per task, used for scoring only",

@@ -46,6 +46,7 @@ import numpy as np
 
 from cloud_bridge.fusion import MaskSet
 from cloud_bridge.mask_generators import MaskGenerator
+from seg_core import ConfigError
 
 NAME = "sim-instance masks, SAM stand-in"
 
@@ -67,9 +68,9 @@ class SamStandInConfig:
         for name in ("merge_probability", "split_probability", "miss_small_probability", "miss_probability",
                      "split_area_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"SAM stand-in: {name} must be in [0, 1], got {getattr(self, name)}")
+                raise ConfigError(f"SAM stand-in: {name} must be in [0, 1], got {getattr(self, name)}")
         if self.ragged_px < 0 or self.ragged_scale_px <= 0 or self.small_px < 0 or self.split_max_pieces < 2:
-            raise ValueError("SAM stand-in: ragged_px >= 0, ragged_scale_px > 0, small_px >= 0, split_max_pieces >= 2")
+            raise ConfigError("SAM stand-in: ragged_px >= 0, ragged_scale_px > 0, small_px >= 0, split_max_pieces >= 2")
 
     def describe(self) -> dict:
         return dataclasses.asdict(self)

@@ -6,10 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from rfnet.preprocessing import PreprocessConfig
-
 from .cityscapes import CityscapesSpec, is_cityscapes_root
 from .dataset import open_dataset
+from .depth import RFNET_DEPTH_UNITS_PER_METRE
 from .ianvs_index import IanvsIndexSpec
 from .importers import import_dataset
 from .info import summarize
@@ -22,7 +21,7 @@ def _reader_options() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, help="label ids >= this become 255 (ignore)")
     ianvs = p.add_argument_group("Ianvs index")
     ianvs.add_argument("--depth-encoding", choices=("auto", "mm16", "scale8"), default="auto")
-    ianvs.add_argument("--depth-units-per-metre", type=float, default=PreprocessConfig.depth_units_per_metre,
+    ianvs.add_argument("--depth-units-per-metre", type=float, default=RFNET_DEPTH_UNITS_PER_METRE,
                        help="scale of 8-bit depth images (must match the model's PreprocessConfig)")
     cs = p.add_argument_group("Cityscapes")
     cs.add_argument("--split", help="Cityscapes split to read (default: the only one); name of the output index")

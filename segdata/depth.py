@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 MM16_MAX = np.iinfo(np.uint16).max
+# The original RFNet's 8-bit depth scale (0..10 m onto 0..255): "scale8" depth images
+# store it, and rfnet.preprocessing maps a camera's metres onto it.
+RFNET_DEPTH_UNITS_PER_METRE = 25.5
 
 
 def mm16_to_metres(mm: np.ndarray) -> np.ndarray:

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from rfnet.preprocessing import PreprocessConfig
 
-from .depth import mm16_to_metres, scale8_to_metres
+from .depth import RFNET_DEPTH_UNITS_PER_METRE, mm16_to_metres, scale8_to_metres
 from .images import make_sample, read_labels, read_rgb, read_single_channel
 from .labels import LabelConfig
 from .samples import DatasetError, Sample
@@ -29,7 +28,7 @@ class IanvsIndexSpec:
     depth_encoding: DepthEncoding = "auto"
     # Only used for "scale8" images; must equal the PreprocessConfig the model is
     # trained and run with, or the network gets a different depth scale than the robot.
-    depth_units_per_metre: float = PreprocessConfig.depth_units_per_metre
+    depth_units_per_metre: float = RFNET_DEPTH_UNITS_PER_METRE
     labels: LabelConfig = field(default_factory=LabelConfig)
 
 

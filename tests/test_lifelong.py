@@ -27,8 +27,8 @@ from cloud_bridge.sample_store import Sample, SqliteSampleStore
 from rfnet.checkpoint import load_checkpoint, save_checkpoint
 from rfnet.network import RFNet, RFNetConfig
 from rfnet.training import TrainConfig, Trainer, open_labelled
+from rfnet.training_data import TorchSegmentationDataset
 from segmetrics import bwt, fwt
-from segdata import TorchSegmentationDataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 H, W = 64, 96

@@ -17,7 +17,6 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import psycopg
 import pytest
 
 from cloud_bridge.lifelong_ledger import LedgerBusy, PgLedger

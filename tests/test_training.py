@@ -12,7 +12,7 @@ import torch
 from rfnet.checkpoint import load_checkpoint
 from rfnet.network import RFNet, RFNetConfig
 from rfnet.training import TrainConfig, Trainer, evaluate, open_labelled
-from segdata import TorchSegmentationDataset
+from rfnet.training_data import TorchSegmentationDataset
 
 H, W = 64, 96
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from segdata.depth import RFNET_DEPTH_UNITS_PER_METRE
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 DEPTH_MEAN = 0.12176
@@ -27,7 +29,7 @@ class PreprocessConfig:
     input_height: int = 480
     input_width: int = 640
     # 8-bit depth units per metre: the default maps 0..10 m onto 0..255.
-    depth_units_per_metre: float = 25.5
+    depth_units_per_metre: float = RFNET_DEPTH_UNITS_PER_METRE
 
 
 def resize_rgb(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:

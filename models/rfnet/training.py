@@ -41,7 +41,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     input_height: int = 240
     input_width: int = 320
-    depth_units_per_metre: float = 25.5
+    depth_units_per_metre: float = PreprocessConfig.depth_units_per_metre
     augment: bool = True
     # With augment: photometric and sensor-noise changes too (segdata.PhotometricConfig),
     # so the model holds up when the light and the camera's noise change.
@@ -179,7 +179,9 @@ def open_labelled(path: str | Path, num_classes: int):
 
 
 def main(argv=None) -> int:
-    from segdata import DatasetError, TorchSegmentationDataset
+    from segdata import DatasetError
+
+    from .training_data import TorchSegmentationDataset
 
     ap = argparse.ArgumentParser(description="Train or fine-tune RFNet (checkpoints in the Ianvs format).")
     ap.add_argument("--train", required=True, help="Ianvs index file or Cityscapes-style folder")

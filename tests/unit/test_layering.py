@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import re
-from pathlib import Path
 
 from seg_edge_node.model_manager import SERVING_STATES
 from test_packaging import PACKAGES, ROOT

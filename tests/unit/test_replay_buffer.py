@@ -18,8 +18,8 @@ import pytest
 from cloud_bridge.lifelong_config import LabelSourcesConfig, ReplayBufferConfig
 from cloud_bridge.replay_buffer import ReplayBuffer, is_held_out, main
 from cloud_bridge.sample_store import Sample, SqliteSampleStore
-from segdata import TorchSegmentationDataset
 from rfnet.preprocessing import PreprocessConfig
+from rfnet.training_data import TorchSegmentationDataset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 H, W = 16, 24

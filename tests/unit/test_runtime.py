@@ -286,6 +286,5 @@ def test_int8_calibration_index(reference_checkpoint, tmp_path):
                       int8=Int8Config(calibration_index=str(index), calibration_frames=2))
     assert rt.precision == "int8"
     assert rt.process(*camera_frame(5), 5, "f") is not None
-    with pytest.raises(StartupError, match="int8.calibration_index"):
-        make_runtime(reference_checkpoint, tmp_path, precision="int8",
-                     int8=Int8Config(calibration_index=str(tmp_path / "missing.txt")))
+    with pytest.raises(ConfigError, match="int8.calibration_index"):
+        Int8Config(calibration_index=str(tmp_path / "missing.txt"))

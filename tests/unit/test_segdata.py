@@ -12,10 +12,10 @@ import pytest
 import torch
 from rfnet.preprocessing import (DEPTH_MEAN, DEPTH_STD, PreprocessConfig, depth_8bit_to_input,
                                  preprocess_depth, preprocess_rgb)
+from rfnet.training_data import TorchSegmentationDataset
 
 from segdata import (AugmentConfig, CityscapesDataset, DatasetError, IanvsIndexDataset, IanvsIndexSpec, LabelConfig,
-                     Sample,
-                     TorchSegmentationDataset, augment_sample, open_dataset)
+                     Sample, augment_sample, open_dataset)
 from segdata.__main__ import main
 from segdata.depth import metres_to_mm16
 

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field, fields
 
 from rfnet.engines import AUTO, BACKENDS, backend_named
+from rfnet.preprocessing import PreprocessConfig
 from seg_core import ConfigError
 
 from .hard_mining import MiningConfig
@@ -41,7 +42,7 @@ class EdgeNodeConfig:
     input_height: int = 480
     input_width: int = 640
     class_file: str = ""               # empty: the packaged cloud-robotics 30 classes
-    depth_units_per_metre: float = 25.5  # metres -> the 8-bit depth scale the model was trained on
+    depth_units_per_metre: float = PreprocessConfig.depth_units_per_metre  # metres -> the 8-bit depth scale the model was trained on
     # QoS of the camera subscriptions: "sensor_data" (best effort) or "reliable".
     input_qos: str = "sensor_data"
     overlay_alpha: float = 0.5

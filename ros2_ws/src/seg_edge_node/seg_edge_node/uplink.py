@@ -26,6 +26,7 @@ from typing import Callable
 
 import paho.mqtt.client as mqtt
 
+from rfnet.preprocessing import PreprocessConfig
 from seg_core import ConfigError, Counters
 from segwire import (HardFrame, MqttConnection, RefinedResult, RobotStatus, WireError, connect_persistent,
                      decode_refined,
@@ -90,7 +91,7 @@ def model_depth_step_mm(depth_units_per_metre: float) -> int:
 
 class MqttUplink:
     def __init__(self, config: UplinkConfig, on_refined: Callable[[RefinedResult], None],
-                 model_version: Callable[[], str] = lambda: "", depth_units_per_metre: float = 25.5):
+                 model_version: Callable[[], str] = lambda: "", depth_units_per_metre: float = PreprocessConfig.depth_units_per_metre):
         self.config = config
         self.depth_unit_mm = config.depth_unit_mm or model_depth_step_mm(depth_units_per_metre)
         self._on_refined = on_refined
