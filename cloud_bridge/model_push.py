@@ -112,7 +112,7 @@ class ModelPublisher:
             return self._latest
 
     def stats(self) -> dict:
-        return dict(self.counters.snapshot(), latest_version=self.latest_version(),
+        return dict(self.counters.snapshot(), latest_version=self.latest_version,
                     connected=int(self._connected.is_set()))
 
     # -- publishing ------------------------------------------------------------------------
