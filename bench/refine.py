@@ -36,8 +36,9 @@ from cloud_bridge.cloud_semantics import CloudModel, CloudModelConfig  # noqa: E
 from cloud_bridge.depth_regions import DepthRegionGenerator  # noqa: E402
 from cloud_bridge.mask_generators import RegionProposalGenerator  # noqa: E402
 from cloud_bridge.model_registry import EnginePredictor  # noqa: E402
-from rfnet.checkpoint import file_sha256, load_checkpoint  # noqa: E402
+from rfnet.checkpoint import load_checkpoint, model_version  # noqa: E402
 from rfnet.engines import EngineConfig, ModelSpec, load_engine  # noqa: E402
+from rfnet.preprocessing import PreprocessConfig  # noqa: E402
 from seg_eval.ablation import Evidence, run_ablation  # noqa: E402
 from seg_eval.sam_standin import NAME as STANDIN, SamStandInConfig, SimInstanceMaskGenerator  # noqa: E402
 from segwire import HardFrame  # noqa: E402
@@ -58,7 +59,7 @@ def newest(pattern: str) -> Path | None:
 def edge_predictor(path: Path, height: int, width: int, cache: Path) -> EnginePredictor:
     spec = ModelSpec(load_checkpoint(path).num_classes, height, width, True)
     engine = load_engine(EngineConfig(str(path), spec, "onnxruntime", str(cache), device="auto")).engine
-    return EnginePredictor(engine, file_sha256(path)[:12], 25.5)
+    return EnginePredictor(engine, model_version(path), PreprocessConfig.depth_units_per_metre)
 
 
 def main() -> int:

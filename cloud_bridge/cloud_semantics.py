@@ -115,7 +115,7 @@ class CloudModel:
     """The cloud's semantic model as a predictor: logits(rgb, depth_m) -> (C, H, W)."""
 
     def __init__(self, config: CloudModelConfig):
-        from rfnet.checkpoint import CheckpointError, file_sha256, load_checkpoint
+        from rfnet.checkpoint import CheckpointError, load_checkpoint, model_version
         from rfnet.engines import EngineConfig, EngineError, ModelSpec, load_engine
 
         path = Path(config.checkpoint).expanduser()
@@ -130,7 +130,7 @@ class CloudModel:
         except (CheckpointError, EngineError, OSError, ValueError) as e:
             raise CloudModelError(f"cloud model {path} cannot be loaded: {e}") from e
         self.path, self.spec = path, spec
-        self.version = file_sha256(path)[:12]
+        self.version = model_version(path)
         self.provenance = read_provenance(path)
         self._pre = PreprocessConfig(spec.input_height, spec.input_width, config.depth_units_per_metre)
 

@@ -2,8 +2,9 @@
 
 ``SamMaskGenerator`` runs Segment Anything's automatic mask generator on an official
 checkpoint; without one the bridge falls back to weights-free masks:
-``DepthRegionGenerator`` (cloud_bridge.depth_regions: depth, normals and colour) or
-``RegionProposalGenerator`` (colour superpixels from scikit-image). All return a
+``DepthRegionGenerator`` (cloud_bridge.depth_regions: depth, normals and colour),
+``RegionProposalGenerator`` (colour superpixels from scikit-image) or ``NoMasks``
+(every pixel keeps the answer of the class evidence it votes with). All return a
 ``MaskSet``, largest mask first, ready for the votes in ``fusion``.
 
 torch and segment_anything are imported where they are used, so a region-only bridge
@@ -29,7 +30,7 @@ if TYPE_CHECKING:  # depth_regions builds on this module's MaskGenerator
 
 __all__ = [
     "MaskGenerator", "MaskGeneratorError", "SamConfig", "SamMaskGenerator",
-    "RegionProposalConfig", "RegionProposalGenerator", "MaskGeneratorConfig",
+    "RegionProposalConfig", "RegionProposalGenerator", "NoMasks", "MaskGeneratorConfig",
     "build_mask_generator", "load_sam", "resolve_device",
 ]
 
@@ -285,16 +286,27 @@ class RegionProposalGenerator(MaskGenerator):
         return MaskSet.from_label_image(regions, min_area=c.min_area)
 
 
+class NoMasks(MaskGenerator):
+    """No masks: every pixel keeps its own evidence's answer. Without SAM, on frames where
+    colour and depth regions merge objects (dim, noisy ones), a strong per-pixel evidence
+    (the cloud's own model) is better left alone than voted inside such regions."""
+    name = "no_masks"
+
+    def generate(self, rgb: np.ndarray) -> MaskSet:
+        return MaskSet.from_masks([], rgb.shape[:2])
+
+
 # ---------------------------------------------------------------------------------------
 # Choice
 # ---------------------------------------------------------------------------------------
-FALLBACKS = ("depth_regions", "regions")
+FALLBACKS = ("depth_regions", "regions", "none")
 
 
 @dataclass(frozen=True)
 class MaskGeneratorConfig:
     """SAM when ``sam.checkpoint`` is set; otherwise the weights-free ``fallback``:
-    ``depth_regions`` (RGB-D: depth, normals and colour) or ``regions`` (colour only)."""
+    ``depth_regions`` (RGB-D: depth, normals and colour), ``regions`` (colour only) or
+    ``none`` (per-pixel evidence)."""
 
     sam: SamConfig = field(default_factory=SamConfig)
     fallback: str = "depth_regions"
@@ -317,16 +329,18 @@ def build_mask_generator(cfg: MaskGeneratorConfig) -> MaskGenerator:
         logger.info("mask generator: SAM %s from %s on %s", cfg.sam.model_type,
                     cfg.sam.checkpoint, generator.device)
         return generator
-    what = ("depth/normal/colour regions" if cfg.fallback == "depth_regions"
-            else f"{cfg.regions.method} colour regions")
+    what = {"depth_regions": "depth/normal/colour regions", "regions": f"{cfg.regions.method} colour regions",
+            "none": "per-pixel class evidence (no masks)"}[cfg.fallback]
     logger.warning(
         "\n"
         "*** No SAM checkpoint configured: refinement uses weights-free %s\n"
-        "*** instead of Segment Anything masks. These are surfaces and colour segments,\n"
-        "*** not objects, so refined labels are MUCH LOWER QUALITY.\n"
+        "*** instead of Segment Anything masks. Surfaces, colour segments or single pixels\n"
+        "*** are not objects, so refined labels are MUCH LOWER QUALITY.\n"
         "*** Set the SAM checkpoint (and matching model_type) to fix: %s.",
         what, _fit_hint())
     if cfg.fallback == "depth_regions":
         from .depth_regions import DepthRegionGenerator
         return DepthRegionGenerator(cfg.depth_regions)
+    if cfg.fallback == "none":
+        return NoMasks()
     return RegionProposalGenerator(cfg.regions)

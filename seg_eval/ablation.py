@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud_bridge.fusion import MaskSet
-from cloud_bridge.mask_generators import MaskGenerator
+from cloud_bridge.mask_generators import MaskGenerator, NoMasks
 from cloud_bridge.refiner import vote
 from segmetrics import ConfusionMatrix
 from segwire import HardFrame
@@ -36,14 +35,6 @@ SEMANTICS = ("edge", "cloud", "combined")
 MASK_NAMES = {"edge": "none (per-pixel evidence)", "regions": "felzenszwalb colour regions",
               "depth_regions": "depth/normal/colour regions",
               "sam_standin": "sim-instance masks, SAM stand-in (ground-truth instances, degraded)"}
-
-
-class NoMasks(MaskGenerator):
-    """No masks: every pixel keeps its own evidence's answer."""
-    name = "no_masks"
-
-    def generate(self, rgb: np.ndarray) -> MaskSet:
-        return MaskSet.from_masks([], rgb.shape[:2])
 
 
 def hard_frames(store_dir: Path, stamps: set[int]) -> list[HardFrame]:

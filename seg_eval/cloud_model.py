@@ -25,7 +25,7 @@ import torch
 from campus_sim.tasks import get_task
 from campus_sim.writer import generate
 from cloud_bridge.cloud_semantics import write_provenance
-from rfnet.checkpoint import file_sha256, load_checkpoint
+from rfnet.checkpoint import load_checkpoint, model_version
 from rfnet.training import TrainConfig, Trainer, open_labelled
 from rfnet.training_data import TorchSegmentationDataset
 from segdata import PhotometricConfig
@@ -74,7 +74,7 @@ def provenance(cfg: JobConfig, data: JobData, base: Path, index: Path, best_miou
     return {
         "model": "RFNet (ResNet-18 RGB-D encoders), the cloud's semantic model",
         "created_by": "seg_eval.cloud_model (main job)",
-        "initialised_from": {"base_model": base.name, "version": file_sha256(base)[:12]},
+        "initialised_from": {"base_model": base.name, "version": model_version(base)},
         "trained_on": trained_on,
         "index": str(index),
         "augmentation": {"geometric": "flip, scale-crop",

@@ -285,7 +285,7 @@ def test_cloud_model_provenance_is_stored_with_each_sample(cloud_checkpoint, tmp
     from cloud_bridge.refiner import build_refiner
     from cloud_bridge.sample_store import SqliteSampleStore
     from cloud_bridge.service import BridgeService
-    from rfnet.checkpoint import file_sha256
+    from rfnet.checkpoint import model_version
     from seg_harness.synthetic_camera import synthetic_frame
 
     config = BridgeConfig(storage_dir=str(tmp_path / "bridge"), models=ModelsConfig(cache_dir=str(tmp_path / "c")),
@@ -301,7 +301,7 @@ def test_cloud_model_provenance_is_stored_with_each_sample(cloud_checkpoint, tmp
     out = refiner.refine(frame)
     assert out.refiner == "regions_felzenszwalb+vote(edge_labels+cloud)"
     assert out.confidence.shape == (H, W) and out.confidence.dtype == np.uint8
-    version = file_sha256(cloud_checkpoint)[:12]
+    version = model_version(cloud_checkpoint)
     assert out.tags["cloud_model"] == version
     assert json.loads(out.tags["cloud_model_provenance"])["trained_on"]["task"] == "daylight_campus"
 
@@ -316,6 +316,27 @@ def test_cloud_model_provenance_is_stored_with_each_sample(cloud_checkpoint, tmp
         stored = store.get("00000000-0000-4000-8000-000000000003")
     assert stored.tags["cloud_model"] == version and "daylight_campus" in stored.tags["cloud_model_provenance"]
     assert stored.label_confidence is not None and stored.label_confidence.shape == (H, W)
+
+
+def test_without_masks_each_pixel_keeps_the_cloud_models_answer(cloud_checkpoint, tmp_path):
+    from cloud_bridge.config import BridgeConfig, ModelsConfig
+    from cloud_bridge.mask_generators import MaskGeneratorConfig
+    from cloud_bridge.refiner import build_refiner
+    from seg_harness.synthetic_camera import synthetic_frame
+
+    cloud = CloudModelConfig(str(cloud_checkpoint), 64, 96, cache_dir=str(tmp_path / "c"))
+    config = BridgeConfig(storage_dir=str(tmp_path / "bridge"), models=ModelsConfig(cache_dir=str(tmp_path / "c")),
+                          refinement=MaskGeneratorConfig(fallback="none"),
+                          semantics=SemanticsConfig(mode="cloud", cloud_model=cloud))
+    rgb, depth = synthetic_frame(4, H, W)
+    frame = HardFrame(robot_id="dog1", frame_uuid="00000000-0000-4000-8000-000000000004", stamp_ns=8,
+                      frame_id="camera", model_version="unknownvrsn", mining_policy="random", mining_score=1.0,
+                      rgb=rgb, depth_m=depth, edge_labels=np.full((H, W), 7, np.uint8))
+    out = build_refiner(config).refine(frame)
+    assert out.refiner == "no_masks+vote(cloud)" and out.label_source == "region"
+    logits = CloudModel(cloud).logits(rgb, depth)
+    np.testing.assert_array_equal(out.labels, logits.argmax(0))
+    assert out.confidence.shape == (H, W)
 
 
 def test_missing_cloud_model_is_a_clear_error(tmp_path):

@@ -279,5 +279,6 @@ def test_no_checkpoint_falls_back_to_weights_free_masks_loudly(caplog):
     assert build_mask_generator(config).name == "regions_felzenszwalb"
     config = MaskGeneratorConfig(fallback="regions", regions=RegionProposalConfig(method="slic"))
     assert build_mask_generator(config).name == "regions_slic"
+    assert build_mask_generator(MaskGeneratorConfig(fallback="none")).name == "no_masks"
     with pytest.raises(ValueError, match="fallback"):
         MaskGeneratorConfig(fallback="watershed")
