@@ -304,12 +304,14 @@ FALLBACKS = ("depth_regions", "regions", "none")
 
 @dataclass(frozen=True)
 class MaskGeneratorConfig:
-    """SAM when ``sam.checkpoint`` is set; otherwise the weights-free ``fallback``:
+    """SAM when ``sam.checkpoint`` is set; otherwise the weights-free ``fallback`` (``regions``
+    by default: on the dim development frames of bench/refine.py depth regions merged more
+    objects than colour regions):
     ``depth_regions`` (RGB-D: depth, normals and colour), ``regions`` (colour only) or
     ``none`` (per-pixel evidence)."""
 
     sam: SamConfig = field(default_factory=SamConfig)
-    fallback: str = "depth_regions"
+    fallback: str = "regions"
     depth_regions: DepthRegionConfig = field(default_factory=lambda: _depth_region_config())
     regions: RegionProposalConfig = field(default_factory=RegionProposalConfig)
 

@@ -267,16 +267,15 @@ def test_no_checkpoint_falls_back_to_weights_free_masks_loudly(caplog):
 
     with caplog.at_level(logging.WARNING, logger="cloud_bridge.mask_generators"):
         generator = build_mask_generator(MaskGeneratorConfig())
-    assert isinstance(generator, DepthRegionGenerator) and generator.name == "depth_regions"
+    assert isinstance(generator, RegionProposalGenerator) and generator.name == "regions_felzenszwalb"
     [record] = caplog.records
     assert record.levelno == logging.WARNING
     message = record.getMessage()
     assert "No SAM checkpoint configured" in message and "LOWER QUALITY" in message
     assert message.count("\n") >= 3
 
-    config = MaskGeneratorConfig(fallback="regions")
-    assert isinstance(build_mask_generator(config), RegionProposalGenerator)
-    assert build_mask_generator(config).name == "regions_felzenszwalb"
+    generator = build_mask_generator(MaskGeneratorConfig(fallback="depth_regions"))
+    assert isinstance(generator, DepthRegionGenerator) and generator.name == "depth_regions"
     config = MaskGeneratorConfig(fallback="regions", regions=RegionProposalConfig(method="slic"))
     assert build_mask_generator(config).name == "regions_slic"
     assert build_mask_generator(MaskGeneratorConfig(fallback="none")).name == "no_masks"
