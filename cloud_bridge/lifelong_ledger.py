@@ -32,10 +32,29 @@ class LedgerBusy(RuntimeError):
 
 class TrainingLedger(abc.ABC):
     output_dir: Path
+    _held = 0
+
+    @contextlib.contextmanager
+    def run_lock(self):
+        """Held for a whole run; LedgerBusy if another run holds it. Re-entrant, because
+        the main job takes it once for a run and its publishing together."""
+        if not self._held:
+            with self._exclusive():
+                self._held = 1
+                try:
+                    yield
+                finally:
+                    self._held = 0
+            return
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
 
     @abc.abstractmethod
-    def run_lock(self) -> contextlib.AbstractContextManager:
-        """Held for a whole run; LedgerBusy if another run holds it."""
+    def _exclusive(self) -> contextlib.AbstractContextManager:
+        """The lock itself, across processes (and hosts, where the ledger is shared)."""
 
     @abc.abstractmethod
     def load_marker(self) -> TrainMarker | None:
@@ -72,28 +91,16 @@ class TrainingLedger(abc.ABC):
 class FileLedger(TrainingLedger):
     def __init__(self, output_dir: str | Path):
         self.output_dir = Path(output_dir).expanduser()
-        self._held = 0
 
     @contextlib.contextmanager
-    def run_lock(self):
-        if self._held:   # the caller took it for run and publish together
-            self._held += 1
-            try:
-                yield
-            finally:
-                self._held -= 1
-            return
+    def _exclusive(self):
         makedirs_durable(self.output_dir)
         with open(self.output_dir / "lifelong.lock", "a+b") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise LedgerBusy(f"another lifelong run is using {self.output_dir}") from None
-            self._held = 1
-            try:
-                yield
-            finally:
-                self._held = 0
+            yield
 
     def load_marker(self) -> TrainMarker | None:
         path = self.output_dir / MARKER_FILE
@@ -131,26 +138,16 @@ class PgLedger(TrainingLedger):
         self.db, self.name = db, name
         self.output_dir = Path(output_dir).expanduser()
         self.lease = Lease(db, self.LEASE_PREFIX + name, holder or default_holder("trainer"), lease_ttl_s)
-        self._held = 0
 
     @contextlib.contextmanager
-    def run_lock(self):
-        if self._held:   # the job took the lease for run and publish together
-            self._held += 1
-            try:
-                yield
-            finally:
-                self._held -= 1
-            return
+    def _exclusive(self):
         if not self.lease.acquire():
             state = self.lease.current()
             who = f"{state.holder}, for {state.expires_in_s:.0f}s more unless renewed" if state else "another trainer"
             raise LedgerBusy(f"another trainer holds the lifelong lease ({who}); nothing done")
-        self._held = 1
         try:
             yield
         finally:
-            self._held = 0
             self.lease.release()
 
     def _fenced(self, cur, what: str) -> None:

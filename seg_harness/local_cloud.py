@@ -34,6 +34,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def end_process(process: subprocess.Popen, sig: int, timeout: float) -> None:
+    """`sig`, then SIGKILL if it has not exited after `timeout` seconds."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 STARTED: list = []   # brokers and bridges of this interpreter, in start order
 
 
@@ -94,13 +105,8 @@ class LocalBroker:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Clean stop (SIGTERM): mosquitto saves its persistence database first."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            end_process(self.process, signal.SIGTERM, timeout)
         self.process = None
 
     def log(self) -> str:

@@ -12,12 +12,13 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from .local_cloud import STARTED, free_port
+from .local_cloud import STARTED, end_process, free_port
 
 SERVER_USER = "postgres"   # Debian's package creates it
 
@@ -149,13 +150,8 @@ class LocalPostgres:
 
     def stop(self, timeout: float = 30.0) -> None:
         """A fast shutdown (SIGINT: active transactions roll back, clients are cut off)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(2)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            end_process(self.process, signal.SIGINT, timeout)
         self.process = None
 
     def restart(self) -> None:
