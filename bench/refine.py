@@ -23,6 +23,7 @@ import dataclasses
 import json
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,7 @@ def main() -> int:
     for i in range(args.frames):
         f = render("dim_underpass", i * 8, split_seed(1, "bench"), H, W, instances=True)
         stamp = i + 1
-        frames.append(HardFrame(robot_id="bench", frame_uuid=f"bench-{i}", stamp_ns=stamp, frame_id="camera",
+        frames.append(HardFrame(robot_id="bench", frame_uuid=str(uuid.UUID(int=i + 1)), stamp_ns=stamp, frame_id="camera",
                                 model_version="bench", mining_policy="bench", mining_score=1.0, rgb=f.rgb,
                                 depth_m=f.depth_m, edge_labels=np.zeros((H, W), np.uint8)))
         truth[stamp], instances[stamp] = f.labels, f.instances

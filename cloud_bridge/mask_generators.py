@@ -305,8 +305,8 @@ FALLBACKS = ("depth_regions", "regions", "none")
 @dataclass(frozen=True)
 class MaskGeneratorConfig:
     """SAM when ``sam.checkpoint`` is set; otherwise the weights-free ``fallback`` (``regions``
-    by default: on the dim development frames of bench/refine.py depth regions merged more
-    objects than colour regions):
+    by default: on dim 320x240 development frames depth regions merged more objects than
+    colour regions; at 480x640, bench/refine.py, they did better: measure on your camera):
     ``depth_regions`` (RGB-D: depth, normals and colour), ``regions`` (colour only) or
     ``none`` (per-pixel evidence)."""
 
