@@ -86,9 +86,9 @@ def main() -> int:
     for i in range(args.frames):
         f = render("dim_underpass", i * 8, split_seed(1, "bench"), H, W, instances=True)
         stamp = i + 1
-        frames.append(HardFrame(robot_id="bench", frame_uuid=str(uuid.UUID(int=i + 1)), stamp_ns=stamp, frame_id="camera",
-                                model_version="bench", mining_policy="bench", mining_score=1.0, rgb=f.rgb,
-                                depth_m=f.depth_m, edge_labels=np.zeros((H, W), np.uint8)))
+        frames.append(HardFrame(robot_id="bench", frame_uuid=str(uuid.UUID(int=i + 1)), stamp_ns=stamp,
+                                frame_id="camera", model_version="bench", mining_policy="bench", mining_score=1.0,
+                                rgb=f.rgb, depth_m=f.depth_m, edge_labels=np.zeros((H, W), np.uint8)))
         truth[stamp], instances[stamp] = f.labels, f.instances
     log(f"rendered {len(frames)} frames at {W}x{H} in {time.monotonic() - t0:.0f} s")
     edge = edge_predictor(base, eh, ew, cache)
