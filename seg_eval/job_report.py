@@ -56,6 +56,10 @@ def build_report(cfg: JobConfig, data: JobData, outcome: dict, seconds: float) -
         "pixel_accuracy_edge": per(lambda t: before[t].edge.pixel_accuracy()),
         "pixel_accuracy_edge_cloud": per(lambda t: before[t].final.pixel_accuracy()),
         "frames": per(lambda t: before[t].frames_segmented),
+        # A busy node drops a camera frame rather than fall behind; each replay is scored on
+        # the frames it segmented: [segmented, in the bag].
+        "frames_scored": {mode: per(lambda t, m=mode: [res[m][t].frames_segmented, res[m][t].frames_in_bag])
+                          for mode in ("before", "pseudo", "gt")},
         "uploaded": {**per(lambda t: before[t].uploaded), "walk": walk.uploaded},
         "walk": {"miou_edge": walk.edge.miou(), "miou_edge_cloud": walk.final.miou(),
                  "transfer_ratio": walk.summary()["transfer_ratio"], "frames": walk.frames_segmented},

@@ -37,6 +37,16 @@ def _truth(index: Path) -> list:
     return [cv2.imread(str(index.parent / p), cv2.IMREAD_UNCHANGED) for p in lines if p.startswith("label/")]
 
 
+def _truth_by_stamp(rec: dict, index: Path) -> dict:
+    """The dataset's label files keyed by the stamps the replay gave their frames (the
+    replayer publishes every frame in order; the node may drop one when it is busy, and
+    the report scores only the frames it segmented)."""
+    truth = _truth(index)
+    stamps = sorted(rec["truth"])
+    assert len(stamps) == len(truth)
+    return dict(zip(stamps, truth))
+
+
 def _stored(run: Path) -> dict:
     with SqliteSampleStore(run / "session" / "store" / "samples") as store:
         return {info.stamp_ns: store.get(info.frame_uuid).labels for info in store.list(limit=10_000)}
@@ -59,19 +69,19 @@ def test_edge_and_cloud_figures_equal_a_direct_computation(job):
     stored = _stored(run)
     for task, name in (("old", report["tasks"]["old"]), ("new", report["tasks"]["new"])):
         rec = read_recording(run / "session" / f"before_{task}.mcap")
-        truth = _truth(data / name / "test.txt")
-        stamps = sorted(rec["edge"])
-        assert len(stamps) == len(truth) == report["frames"][name]
+        truth = _truth_by_stamp(rec, data / name / "test.txt")
+        assert len(rec["edge"]) == report["frames"][name] > 0.8 * len(truth)
         edge, final = ConfusionMatrix(30), ConfusionMatrix(30)
         uploaded = 0
-        for stamp, gt in zip(stamps, truth):
+        for stamp in rec["edge"]:
+            gt = truth[stamp]
             edge.update(rec["edge"][stamp], gt)
             # The bridge's stored refined labels, not the ones the robot received back.
             uploaded += stamp in stored
             final.update(stored.get(stamp, rec["edge"][stamp]), gt)
         assert report["miou_edge"][name] == pytest.approx(edge.miou())
         assert report["miou_edge_cloud"][name] == pytest.approx(final.miou())
-        assert uploaded > 0 and report["transfer_ratio"][name] == pytest.approx(uploaded / len(truth))
+        assert uploaded > 0 and report["transfer_ratio"][name] == pytest.approx(uploaded / len(rec["edge"]))
         assert report["bytes_sent"][name] > 0
 
 
@@ -89,11 +99,12 @@ def test_the_lifelong_update_lands_without_a_gap_and_helps_the_new_task(job):
     assert report["miou_after_update_gt"][new] > report["miou_edge"][new]
     # BWT on the first task is its after-minus-before, from the same kind of replays.
     data = Path(report["data"])
-    truth = _truth(data / old / "test.txt")
-    cm = ConfusionMatrix(30)
     rec = read_recording(run / "session" / "after_gt_old.mcap")
-    for stamp, gt in zip(sorted(rec["edge"]), truth):
-        cm.update(rec["edge"][stamp], gt)
+    truth = _truth_by_stamp(rec, data / old / "test.txt")
+    cm = ConfusionMatrix(30)
+    for stamp, labels in rec["edge"].items():
+        cm.update(labels, truth[stamp])
+    assert report["frames_scored"]["gt"][old] == [len(rec["edge"]), len(truth)]
     assert report["bwt"]["gt"] == pytest.approx(cm.miou() - report["miou_edge"][old])
     decision = json.loads(Path(update["decision_record"]).read_text())
     assert decision["published"] and decision["label_sources"]
