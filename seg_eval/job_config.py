@@ -89,7 +89,11 @@ class UpdateConfig:
     # splits), new-task / old-task mIoU change: 8 epochs at lr 5e-4 +5.9 / +0.0 points,
     # 16 at 5e-4 +8.9 / +0.4, 16 at 1e-3 +9.5 / +0.7, 16 at 2e-3 +9.3 / -0.9,
     # 24 at 1e-3 +11.9 / +2.0 (225 s of training on two threads).
-    epochs: int = 24
+    # With the upload budget raised from a quarter to 30 % of the frames (35 -> 41 walk
+    # frames), on the gate's val splits, pseudo-labels / ground truth, new-task change:
+    # 24 epochs at 150 a minute +6.2 / +9.1 (the budget's old setting); 18 epochs at 180
+    # +6.8 / +8.3; 21 epochs at 180 +6.8 / +8.8 (the same training time as 24 at 150).
+    epochs: int = 21
     batch_size: int = 8
     lr: float = 1e-3
     # Old-task frames replayed per new frame. Measured on this job (ground-truth labels):
@@ -114,10 +118,11 @@ class JobConfig:
     cloud: CloudModelTrainConfig = field(default_factory=CloudModelTrainConfig)
     bridge: CloudSideConfig = field(default_factory=CloudSideConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
-    # The robot uploads at most a quarter of the frames of a 10 Hz stream (150 a minute,
-    # one at a time): with a burst of 3 a 40-frame bag sent 35 %.
+    # The robot uploads at most 30 % of the frames of a 10 Hz stream (180 a minute, one at
+    # a time; the benchmark's cap on the transfer ratio), measured 0.25 to 0.28 on the
+    # 40-frame test bags and 0.26 on the walk. With a burst of 3 a 40-frame bag sent 35 %.
     mining: dict = field(default_factory=lambda: {"mining.policy": "confidence_fraction",
-                                                  "mining.budget_per_minute": 150.0, "mining.budget_burst": 1})
+                                                  "mining.budget_per_minute": 180.0, "mining.budget_burst": 1})
     replay_rate: float = 1.0            # bag playback speed
 
     def key(self, *parts: str) -> str:
