@@ -32,16 +32,12 @@ def job(tmp_path_factory):
     return run, json.loads((run / "report.json").read_text()), done.stdout
 
 
-def _truth(index: Path) -> list:
-    lines = index.read_text().split()
-    return [cv2.imread(str(index.parent / p), cv2.IMREAD_UNCHANGED) for p in lines if p.startswith("label/")]
-
-
 def _truth_by_stamp(rec: dict, index: Path) -> dict:
     """The dataset's label files keyed by the stamps the replay gave their frames (the
     replayer publishes every frame in order; the node may drop one when it is busy, and
     the report scores only the frames it segmented)."""
-    truth = _truth(index)
+    truth = [cv2.imread(str(index.parent / p), cv2.IMREAD_UNCHANGED)
+             for p in index.read_text().split() if p.startswith("label/")]
     stamps = sorted(rec["truth"])
     assert len(stamps) == len(truth)
     return dict(zip(stamps, truth))
@@ -73,12 +69,11 @@ def test_edge_and_cloud_figures_equal_a_direct_computation(job):
         assert len(rec["edge"]) == report["frames"][name] > 0.8 * len(truth)
         edge, final = ConfusionMatrix(30), ConfusionMatrix(30)
         uploaded = 0
-        for stamp in rec["edge"]:
-            gt = truth[stamp]
-            edge.update(rec["edge"][stamp], gt)
+        for stamp, labels in rec["edge"].items():
+            edge.update(labels, truth[stamp])
             # The bridge's stored refined labels, not the ones the robot received back.
             uploaded += stamp in stored
-            final.update(stored.get(stamp, rec["edge"][stamp]), gt)
+            final.update(stored.get(stamp, labels), truth[stamp])
         assert report["miou_edge"][name] == pytest.approx(edge.miou())
         assert report["miou_edge_cloud"][name] == pytest.approx(final.miou())
         assert uploaded > 0 and report["transfer_ratio"][name] == pytest.approx(uploaded / len(rec["edge"]))
