@@ -41,6 +41,7 @@ from rfnet.checkpoint import load_checkpoint, model_version  # noqa: E402
 from rfnet.engines import EngineConfig, ModelSpec, load_engine  # noqa: E402
 from rfnet.preprocessing import PreprocessConfig  # noqa: E402
 from seg_eval.ablation import Evidence, run_ablation  # noqa: E402
+from seg_eval.job_config import CloudSideConfig  # noqa: E402
 from seg_eval.sam_standin import NAME as STANDIN, SamStandInConfig, SimInstanceMaskGenerator  # noqa: E402
 from segwire import HardFrame  # noqa: E402
 
@@ -70,8 +71,12 @@ def main() -> int:
     ap.add_argument("--base", type=Path, help="the robot's RFNet checkpoint (default: newest runs/cache/base-*.pth)")
     ap.add_argument("--cloud", type=Path, help="the cloud model (default: newest runs/cache/cloud-*.pth)")
     ap.add_argument("--edge-input", default="128x160", help="the robot model's input HxW")
-    ap.add_argument("--cloud-input", default="240x320", help="the cloud model's input HxW")
-    ap.add_argument("--cloud-weight", type=float, default=0.7)
+    side = CloudSideConfig()   # the main job's bridge settings
+    ap.add_argument("--cloud-input", default=f"{side.cloud_input_height}x{side.cloud_input_width}",
+                    help="the cloud model's input HxW")
+    ap.add_argument("--cloud-weight", type=float, default=side.cloud_weight)
+    ap.add_argument("--mask-weight", type=float, default=side.mask_weight,
+                    help="semantics.mask_weight: 1 = a mask takes one class; below, it blends with each pixel")
     args = ap.parse_args()
     base, cloud = args.base or newest("base-*.pth"), args.cloud or newest("cloud-*.pth")
     if base is None or cloud is None:
@@ -100,8 +105,10 @@ def main() -> int:
     standin = SamStandInConfig()
     generators = {"regions": RegionProposalGenerator(), "depth_regions": DepthRegionGenerator(),
                   "sam_standin": SimInstanceMaskGenerator(instances, standin)}
-    result = run_ablation(frames, truth, edge_labels, generators, Evidence(edge, cloud_model, args.cloud_weight))
+    result = run_ablation(frames, truth, edge_labels, generators, Evidence(edge, cloud_model, args.cloud_weight,
+                                                                            args.mask_weight))
     out = {"resolution": f"{H}x{W}", "frames": len(frames), "task": "dim_underpass (bench split)",
+           "cloud_input": args.cloud_input, "mask_weight": args.mask_weight,
            "base": str(base), "cloud": str(cloud), "sam_standin": f"{STANDIN}: ground-truth instances, degraded "
            f"{json.dumps(standin.describe())}",
            "mask_ms_per_frame": {}, "refined_miou": {}, "refined_pixel_accuracy": {}}

@@ -54,9 +54,13 @@ class SemanticsConfig:
     """Whose class evidence the masks vote with. `edge`: the robot's model (its exact
     version from models.directory, else the uploaded labels); `cloud`: the cloud model;
     `combined`: (1 - cloud_weight) * robot + cloud_weight * cloud probabilities. Without a
-    cloud model, `cloud` and `combined` fall back to `edge` (logged at start)."""
+    cloud model, `cloud` and `combined` fall back to `edge` (logged at start).
+    `mask_weight` (cloud and combined): 1 = every mask takes one class (SSA); below 1 each
+    pixel decides on mask_weight x its mask's mean + the rest x its own probabilities, so
+    a mask that merged neighbours does not erase the smaller one (fusion.blended_vote)."""
     mode: str = "combined"
     cloud_weight: float = 0.7
+    mask_weight: float = 1.0
     cloud_model: CloudModelConfig = field(default_factory=CloudModelConfig)
 
     def __post_init__(self):
@@ -64,6 +68,8 @@ class SemanticsConfig:
             raise ConfigError(f"semantics.mode {self.mode!r}: use one of {SEMANTICS}")
         if not 0.0 <= self.cloud_weight <= 1.0:
             raise ConfigError(f"semantics.cloud_weight must be in [0, 1], got {self.cloud_weight}")
+        if not 0.0 <= self.mask_weight <= 1.0:
+            raise ConfigError(f"semantics.mask_weight must be in [0, 1], got {self.mask_weight}")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["MaskSet", "logit_vote", "majority_vote", "probability_vote", "majority_vote_confidence"]
+__all__ = ["MaskSet", "logit_vote", "majority_vote", "probability_vote", "blended_vote",
+           "majority_vote_confidence"]
 
 
 class MaskSet:
@@ -238,6 +239,39 @@ def probability_vote(masks: MaskSet | Sequence[np.ndarray], probs: np.ndarray,
     pixel_p = flat[labels.astype(np.intp), np.arange(n)]
     conf = np.sqrt(np.clip(share * pixel_p, 0.0, 1.0))
     conf[uncovered] = np.clip(pixel_p[uncovered], 0.0, 1.0)
+    return labels.reshape(masks.shape), (conf * 255.0 + 0.5).astype(np.uint8).reshape(masks.shape)
+
+
+def blended_vote(masks: MaskSet | Sequence[np.ndarray], probs: np.ndarray,
+                 mask_weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and per-pixel confidence (both (H, W) uint8) from class probabilities
+    ``probs`` (C, H, W): each covered pixel takes the argmax of ``mask_weight`` x the mean
+    probabilities of the mask that paints it + (1 - ``mask_weight``) x its own.
+
+    At 1 this is ``probability_vote``'s painting. Below 1 a mask pulls its pixels towards
+    one class without overruling a pixel whose own evidence is clearly for another: a
+    mask that merged two objects, or ran over a boundary, no longer erases the smaller
+    one. Confidence (255 = certain) is the winning class's blended probability;
+    uncovered pixels keep their own argmax and top probability.
+    """
+    if not 0.0 <= mask_weight <= 1.0:
+        raise ValueError(f"mask_weight must be in [0, 1], got {mask_weight}")
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.ndim != 3 or not 1 <= probs.shape[0] <= 256:
+        raise ValueError(f"probabilities must be (C, H, W) with 1 <= C <= 256, got {probs.shape}")
+    masks = _as_mask_set(masks, probs.shape[1:])
+    blended = np.array(probs, dtype=np.float32).reshape(probs.shape[0], -1)
+    if len(masks):
+        seg_sums = np.add.reduceat(blended, masks._seg_start, axis=1)
+        if not np.isfinite(seg_sums).all():
+            raise ValueError("probabilities contain NaN or inf")
+        means = (masks._mask_totals(seg_sums) / masks.areas[:, None]).astype(np.float32)   # (masks, C)
+        owner = np.repeat(masks._owner, masks._seg_len)
+        covered = np.flatnonzero(owner >= 0)
+        blended[:, covered] = (mask_weight * means[owner[covered]].T
+                               + (1.0 - mask_weight) * blended[:, covered])
+    labels = blended.argmax(axis=0).astype(np.uint8)
+    conf = np.clip(blended.max(axis=0), 0.0, 1.0)
     return labels.reshape(masks.shape), (conf * 255.0 + 0.5).astype(np.uint8).reshape(masks.shape)
 
 

@@ -81,6 +81,7 @@ class FineTuneConfig:
     photometric: bool = False     # with augment: photometric and sensor-noise changes too
     seed: int = 0                 # training and the rehearsal draw: same inputs, same candidate
     device: str = "cpu"
+    precision: str = "fp32"       # fp32 | bf16 | auto (rfnet.training.TrainConfig)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "input_height", "input_width"):
@@ -88,6 +89,8 @@ class FineTuneConfig:
                 raise ConfigError(f"train.{name}={getattr(self, name)}: use 1 or more")
         if not self.lr > 0:
             raise ConfigError(f"train.lr={self.lr}: use a rate > 0")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ConfigError(f"train.precision={self.precision!r}: use fp32, bf16 or auto")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from segwire import HardFrame
 
 from .cloud_semantics import CloudModel, SemanticsConfig, evidence
 from .config import BridgeConfig
-from .fusion import majority_vote_confidence, probability_vote
+from .fusion import blended_vote, majority_vote_confidence, probability_vote
 from .mask_generators import MaskGenerator, SamMaskGenerator, build_mask_generator
 from .model_registry import ModelRegistry
 
@@ -71,15 +71,16 @@ class Refiner:
         if cloud_logits is not None:
             tags.update(self.cloud.tags())
         labels, conf, vote_name = vote(masks, frame.edge_labels, edge_logits, cloud_logits, self.mode,
-                                       self.semantics.cloud_weight)
+                                       self.semantics.cloud_weight, self.semantics.mask_weight)
         return Refinement(labels, f"{self.generator.name}+{vote_name}", source, conf, tags)
 
 
 def vote(masks, edge_labels: np.ndarray, edge_logits: np.ndarray | None, cloud_logits: np.ndarray | None,
-         mode: str, cloud_weight: float) -> tuple[np.ndarray, np.ndarray, str]:
+         mode: str, cloud_weight: float, mask_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray, str]:
     """Labels, confidence and the vote's name from whatever evidence there is (see the
     module doc): the logits of the robot's model and of the cloud model (either may be
-    None) and the uploaded edge labels."""
+    None) and the uploaded edge labels. `mask_weight` < 1 blends a mask's mean with each
+    pixel's own cloud evidence instead of painting the mask (fusion.blended_vote)."""
     if cloud_logits is None or mode == "edge":
         if edge_logits is None:
             labels, conf = majority_vote_confidence(masks, edge_labels)
@@ -96,6 +97,9 @@ def vote(masks, edge_labels: np.ndarray, edge_logits: np.ndarray | None, cloud_l
         probs *= cloud_weight
         probs += (1.0 - cloud_weight) * uploaded_label_probabilities(edge_labels, probs.shape[0])
         used = "edge_labels+cloud"
+    if mask_weight < 1.0:
+        labels, conf = blended_vote(masks, probs, mask_weight)
+        return labels, conf, f"blended_vote({used}, {mask_weight:g})"
     labels, conf = probability_vote(masks, probs)
     return labels, conf, f"vote({used})"
 

@@ -60,6 +60,7 @@ class Evidence:
     edge_predictor: object | None     # logits(rgb, depth_m), the robot's model; None: uploaded labels
     cloud: object | None              # logits(rgb, depth_m), the cloud model
     cloud_weight: float
+    mask_weight: float = 1.0          # semantics.mask_weight of the bridge
 
 
 def run_ablation(frames: list[HardFrame], truth: Mapping[int, np.ndarray], edge_labels: Mapping[int, np.ndarray],
@@ -84,7 +85,8 @@ def run_ablation(frames: list[HardFrame], truth: Mapping[int, np.ndarray], edge_
                     labels = frame.edge_labels     # the robot itself
                 else:
                     labels = vote(masks, frame.edge_labels, edge_logits if s != "cloud" else None,
-                                  cloud_logits if s != "edge" else None, s, evidence.cloud_weight)[0]
+                                  cloud_logits if s != "edge" else None, s, evidence.cloud_weight,
+                                  evidence.mask_weight)[0]
                 refined[g, s][frame.stamp_ns] = labels
     rows = []
     for (g, s), by_stamp in refined.items():

@@ -27,7 +27,8 @@ def ensure_base_model(cfg: JobConfig, data: JobData, cache: Path, say=print, pro
         return path
     b = cfg.base
     tc = TrainConfig(epochs=b.epochs, batch_size=b.batch_size, lr=b.lr, input_height=b.input_height,
-                     input_width=b.input_width, seed=b.seed, photometric=b.photometric)
+                     input_width=b.input_width, seed=b.seed, photometric=b.photometric,
+                     precision=b.precision)
     train = TorchSegmentationDataset(open_labelled(data.old_train, NUM_CLASSES), tc.preprocess, augment=True,
                                      seed=tc.seed, augment_cfg=tc.augment_config)
     val = TorchSegmentationDataset(open_labelled(data.old_val, NUM_CLASSES), tc.preprocess)

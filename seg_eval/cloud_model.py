@@ -95,7 +95,8 @@ def ensure_cloud_model(cfg: JobConfig, data: JobData, base: Path, cache: Path, s
     c = cfg.cloud
     index, frames = training_index(cfg, data, cache, say)
     tc = TrainConfig(epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, input_height=c.input_height,
-                     input_width=c.input_width, seed=cfg.base.seed, photometric=True)
+                     input_width=c.input_width, seed=cfg.base.seed, photometric=True,
+                     precision=c.precision)
     train = TorchSegmentationDataset(open_labelled(index, NUM_CLASSES), tc.preprocess, augment=True,
                                      seed=tc.seed, augment_cfg=tc.augment_config)
     val = TorchSegmentationDataset(open_labelled(data.old_val, NUM_CLASSES), tc.preprocess)

@@ -101,7 +101,9 @@ def goal_table(report: dict) -> list[dict]:
         rows.append({"goal": name, "target": target, "measured": measured, "met": met})
     live_gain = pts(report["miou_edge_cloud"][new] - edge)
     goal(f"edge + cloud on {new}, weights-free (live bridge)", ">= +2 points", live_gain, live_gain >= 2)
-    sam = ablation_row(report["ablation"], "sam_standin", "combined") if "ablation" in report else None
+    # The stand-in's masks with the class evidence the live bridge votes with.
+    sam = (ablation_row(report["ablation"], "sam_standin", report["ablation"]["live"]["semantics"])
+           if "ablation" in report else None)
     sam_gain = pts(sam["stream_miou"] - edge) if sam else None
     goal(f"edge + cloud on {new}, sim-instance masks, SAM stand-in (ground-truth instances)", ">= +5 points",
          sam_gain, sam_gain is not None and sam_gain >= 5)
@@ -130,8 +132,11 @@ def models_saw(cfg: JobConfig, report: dict) -> dict:
                        + (f" plus {cfg.cloud.extra_frames} generated {cfg.cloud.extra_task} frames (its own streets: "
                           f"{d.old_task}'s kind of street after dark, some underpasses)"
                           if cfg.cloud.extra_task and cfg.cloud.extra_frames else "")
-                       + f", with photometric augmentation, selected on the same {d.old_val} val frames; no "
-                         f"{d.new_task} frame or label",
+                       + f", with photometric augmentation, selected on the same {d.old_val} val frames, run by "
+                         f"the bridge at {cfg.bridge.cloud_input_width}x{cfg.bridge.cloud_input_height}; no "
+                         f"{d.new_task} frame or label (its data, training size and the bridge's input size were "
+                         f"chosen on a development split: {d.new_task} frames of streets of their own, never "
+                         "val, test or the walk)",
         "update_pseudo": f"the base model fine-tuned on the walk's uploaded {d.new_task} frames (walk split, "
                          f"streets of their own) with the bridge's pseudo-labels (no ground truth), plus "
                          f"{u.rehearsal_ratio:g} {d.old_task} train frames per new frame; gated on the {d.old_val} "
@@ -191,7 +196,9 @@ def _lead_sections(report: dict) -> list[tuple[str, str]]:
         note = (f"<p>{ab['hard_frames']} uploaded hard frames of the {html.escape(new)} test bag "
                 f"({ab['stream_frames']} frames in the stream), refined again with every mask generator and "
                 f"class evidence. The live bridge ran {html.escape(str(live.get('masks')))} with "
-                f"{html.escape(str(live.get('semantics')))} semantics. The SAM stand-in row uses the renderer's "
+                f"{html.escape(str(live.get('semantics')))} semantics; masks vote with mask_weight "
+                f"{live.get('mask_weight', 1.0):g} (1 = a mask takes one class; below, it blends with each "
+                "pixel's own evidence). The SAM stand-in row uses the renderer's "
                 "ground-truth instances (class-agnostic), degraded as documented in seg_eval/sam_standin.py "
                 f"({html.escape(json.dumps(ab.get('sam_standin', {})))}); it is not SAM.</p>")
         sections.append((f"Ablation on {new}", note + table_html(

@@ -95,13 +95,14 @@ def bridge_settings(cfg: JobConfig, base: Path, cloud: Path, run: Path) -> dict:
     link = models / base.name
     if not link.exists():
         link.symlink_to(base.resolve())
-    b, c = cfg.base, cfg.cloud
+    b, c = cfg.base, cfg.bridge
     return {"models.directory": str(models), "models.input_height": b.input_height,
             "models.input_width": b.input_width, "models.cache_dir": str(run / "bridge_cache"),
             "refinement.fallback": cfg.bridge.masks, "semantics.mode": cfg.bridge.semantics,
-            "semantics.cloud_weight": cfg.bridge.cloud_weight,
-            "semantics.cloud_model.checkpoint": str(cloud), "semantics.cloud_model.input_height": c.input_height,
-            "semantics.cloud_model.input_width": c.input_width,
+            "semantics.cloud_weight": cfg.bridge.cloud_weight, "semantics.mask_weight": cfg.bridge.mask_weight,
+            "semantics.cloud_model.checkpoint": str(cloud),
+            "semantics.cloud_model.input_height": c.cloud_input_height,
+            "semantics.cloud_model.input_width": c.cloud_input_width,
             "semantics.cloud_model.cache_dir": str(run / "bridge_cache")}
 
 
@@ -252,20 +253,21 @@ def job_ablation(cfg: JobConfig, data: JobData, base: Path, cloud: Path, run: Pa
     session = run / "session"
     rec = read_recording(session / f"before_{NEW}.mcap")
     frames = hard_frames(session / "store" / "samples", set(rec["truth"]))
-    b, c = cfg.base, cfg.cloud
+    b, c = cfg.base, cfg.bridge
     registry = ModelRegistry(ModelsConfig(directory=str(run / "bridge_models"), input_height=b.input_height,
                                           input_width=b.input_width, cache_dir=str(run / "bridge_cache")))
     edge = registry.predictor_for(frames[0].model_version) if frames else None
-    cloud_model = CloudModel(CloudModelConfig(str(cloud), c.input_height, c.input_width,
+    cloud_model = CloudModel(CloudModelConfig(str(cloud), c.cloud_input_height, c.cloud_input_width,
                                               cache_dir=str(run / "bridge_cache")))
     standin = SamStandInConfig()
     generators = {"regions": RegionProposalGenerator(), "depth_regions": DepthRegionGenerator(),
                   "sam_standin": SimInstanceMaskGenerator(instances_by_stamp(data.new_test_index,
                                                                              list(rec["truth"])), standin)}
     result = run_ablation(frames, rec["truth"], rec["edge"], generators,
-                          Evidence(edge, cloud_model, cfg.bridge.cloud_weight))
+                          Evidence(edge, cloud_model, cfg.bridge.cloud_weight, cfg.bridge.mask_weight))
     result.update(task=cfg.data.new_task, sam_standin=standin.describe(),
-                  live={"masks": cfg.bridge.masks, "semantics": cfg.bridge.semantics},
+                  live={"masks": cfg.bridge.masks, "semantics": cfg.bridge.semantics,
+                        "mask_weight": cfg.bridge.mask_weight},
                   cloud_model={"version": cloud_model.version, "provenance": cloud_model.provenance})
     return result
 

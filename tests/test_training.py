@@ -65,6 +65,21 @@ def test_training_learns_and_keeps_the_best_checkpoint(index, tmp_path):
     assert evaluate(reloaded, data, cfg, 30).miou() == pytest.approx(after)
 
 
+def test_bf16_training_learns_and_keeps_fp32_weights(index, tmp_path):
+    """precision=bf16 autocasts the forward pass (fast on CPUs with AMX, emulated and
+    slower elsewhere, but correct everywhere); the weights and checkpoint stay fp32."""
+    cfg = config(precision="bf16")
+    data = TorchSegmentationDataset(open_labelled(index, 30), cfg.preprocess)
+    torch.manual_seed(0)
+    model = RFNet(RFNetConfig(num_classes=30))
+    before = evaluate(model, data, cfg, 30).miou()
+    Trainer(model, cfg).fit(data, val=data, checkpoint=tmp_path / "m.pth", progress=False)
+    assert evaluate(model, data, cfg, 30).miou() > max(0.6, before + 0.5)
+    assert all(p.dtype == torch.float32 for p in load_checkpoint(tmp_path / "m.pth").model.parameters())
+    with pytest.raises(ValueError, match="precision 'fp16'"):
+        config(precision="fp16")
+
+
 def test_training_is_seeded(index):
     cfg = config(epochs=1)
     data = TorchSegmentationDataset(open_labelled(index, 30), cfg.preprocess, augment=True, seed=1)

@@ -29,6 +29,7 @@ from .preprocessing import PreprocessConfig
 
 log = logging.getLogger(__name__)
 IGNORE = 255
+PRECISIONS = ("fp32", "bf16", "auto")
 DECODER_PREFIXES = ("backbone.spp", "backbone.upsample", "logits")
 
 
@@ -50,6 +51,19 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     device: str = "cpu"
+    # Arithmetic of the forward pass: "fp32", "bf16" (autocast; weights and optimizer stay
+    # fp32) or "auto" (bf16 where the processor computes it natively, see bf16_native).
+    # Measured on this project's 2-core Xeon with AMX: a 128x160 RGB-D step of 8 frames
+    # 0.57 s in fp32, 0.41 s in bf16.
+    precision: str = "fp32"
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
+
+    @property
+    def autocast_bf16(self) -> bool:
+        return self.precision == "bf16" or (self.precision == "auto" and bf16_native(self.device))
 
     @property
     def preprocess(self) -> PreprocessConfig:
@@ -74,6 +88,18 @@ class EpochStats:
 class TrainResult:
     history: list[EpochStats] = field(default_factory=list)
     best_miou: float | None = None
+
+
+def bf16_native(device: str) -> bool:
+    """Whether `device` computes bf16 in hardware: a CUDA GPU that says so, or a CPU with
+    AMX or AVX512-BF16 (elsewhere oneDNN emulates bf16 and it is slower than fp32)."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
 def seed_everything(seed: int) -> None:
@@ -132,6 +158,7 @@ class Trainer:
         opt = torch.optim.AdamW(param_groups(self.model, cfg), weight_decay=cfg.weight_decay)
         base_lrs = [g["lr"] for g in opt.param_groups]
         result, best_state, step = TrainResult(), None, 0
+        bf16 = cfg.autocast_bf16
         for epoch in range(1, cfg.epochs + 1):
             if hasattr(train, "set_epoch"):
                 train.set_epoch(epoch)
@@ -144,8 +171,9 @@ class Trainer:
                 scale = 0.5 * (1 + math.cos(math.pi * step / total))
                 for g, base in zip(opt.param_groups, base_lrs):
                     g["lr"] = base * scale
-                logits = self.model(batch.rgb.to(cfg.device), batch.depth.to(cfg.device))
-                loss = self.loss(logits, batch.labels.to(cfg.device))
+                with torch.autocast(torch.device(cfg.device).type, torch.bfloat16, enabled=bf16):
+                    logits = self.model(batch.rgb.to(cfg.device), batch.depth.to(cfg.device))
+                loss = self.loss(logits.float(), batch.labels.to(cfg.device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -200,14 +228,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                    help="bf16: autocast the forward pass; auto: bf16 where the hardware has it")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, input_height=args.height,
                       input_width=args.width, augment=not args.no_augment, photometric=args.photometric,
-                      freeze_bn=args.freeze_bn,
-                      seed=args.seed, device=args.device)
+                      freeze_bn=args.freeze_bn, seed=args.seed, device=args.device, precision=args.precision)
     try:
         train = TorchSegmentationDataset(open_labelled(args.train, args.num_classes), cfg.preprocess,
                                          augment=cfg.augment, seed=cfg.seed, augment_cfg=cfg.augment_config)

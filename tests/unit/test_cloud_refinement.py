@@ -14,10 +14,12 @@ import torch
 from cloud_bridge.cloud_semantics import (CloudModel, CloudModelConfig, SemanticsConfig, evidence, softmax,
                                           write_provenance)
 from cloud_bridge.depth_regions import DepthRegionConfig, DepthRegionGenerator, noise_sigma
-from cloud_bridge.fusion import MaskSet, logit_vote, majority_vote_confidence, probability_vote
+from cloud_bridge.fusion import MaskSet, blended_vote, logit_vote, majority_vote_confidence, probability_vote
 from cloud_bridge.mask_generators import RegionProposalGenerator
 from cloud_bridge.pseudo_labels import PseudoLabelConfig, class_thresholds, kept_fraction, mask_unsure
+from cloud_bridge.refiner import vote
 from seg_eval.sam_standin import NAME, SamStandInConfig, SimInstanceMaskGenerator, degrade
+from seg_core import ConfigError
 from segwire import HardFrame
 
 H, W = 120, 160
@@ -171,6 +173,40 @@ def test_probability_vote_confidence_follows_agreement():
     # With scores, the winners are logit_vote's.
     labels2, _ = probability_vote(masks, probs, scores=logits)
     np.testing.assert_array_equal(labels2, logit_vote(masks, logits))
+
+
+def test_blended_vote_keeps_a_small_object_a_merged_mask_would_erase():
+    # One mask merged a road (class 0, most of it) and a person (class 1, a small block
+    # the evidence is sure of); a few road pixels are unsure between 0 and 2.
+    masks = MaskSet.from_label_image(np.zeros((H, W), np.int64))
+    probs = np.zeros((3, H, W), np.float32)
+    probs[0] = 0.9
+    probs[1] = 0.1
+    person = (slice(40, 60), slice(70, 80))
+    probs[:, person[0], person[1]] = np.array([0.05, 0.95, 0.0], np.float32)[:, None, None]
+    unsure = (slice(0, 10), slice(0, 10))
+    probs[:, unsure[0], unsure[1]] = np.array([0.45, 0.0, 0.55], np.float32)[:, None, None]
+    painted, _ = probability_vote(masks, probs)
+    assert (painted == 0).all()                                # the hard vote erases the person
+    labels, conf = blended_vote(masks, probs, 0.5)
+    assert (labels[person] == 1).all()                         # its own evidence outweighs half the mean
+    assert (labels[unsure] == 0).all()                         # the mask settles the unsure pixels
+    assert (labels == 1).sum() == 20 * 10 and (labels != 2).all()
+    assert conf[person].min() < conf[60:, :].min()             # less sure where the mask disagrees
+    # At 1 it paints like probability_vote; at 0 each pixel keeps its own argmax.
+    np.testing.assert_array_equal(blended_vote(masks, probs, 1.0)[0], painted)
+    np.testing.assert_array_equal(blended_vote(masks, probs, 0.0)[0], probs.argmax(0))
+    # Uncovered pixels keep their own answer.
+    empty = MaskSet.from_masks([], (H, W))
+    np.testing.assert_array_equal(blended_vote(empty, probs, 0.5)[0], probs.argmax(0))
+    with pytest.raises(ValueError, match="mask_weight"):
+        blended_vote(masks, probs, 1.5)
+    # The bridge's vote takes it from semantics.mask_weight and names it.
+    logits = np.log(np.maximum(probs, 1e-6))
+    labels2, _, name = vote(masks, np.zeros((H, W), np.uint8), None, logits, "cloud", 1.0, 0.5)
+    assert name == "blended_vote(cloud, 0.5)" and (labels2[person] == 1).all()
+    with pytest.raises(ConfigError, match="mask_weight"):
+        SemanticsConfig(mask_weight=-0.1)
 
 
 def test_majority_vote_confidence_is_the_winner_share():
