@@ -189,6 +189,13 @@ def logit_vote(masks: MaskSet | Sequence[np.ndarray], logits: np.ndarray) -> np.
     return out.reshape(masks.shape)
 
 
+def _as_probabilities(probs: np.ndarray) -> np.ndarray:
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.ndim != 3 or not 1 <= probs.shape[0] <= 256:
+        raise ValueError(f"probabilities must be (C, H, W) with 1 <= C <= 256, got {probs.shape}")
+    return probs
+
+
 def probability_vote(masks: MaskSet | Sequence[np.ndarray], probs: np.ndarray,
                      scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Labels and per-pixel confidence (both (H, W) uint8) from class probabilities
@@ -204,9 +211,7 @@ def probability_vote(masks: MaskSet | Sequence[np.ndarray], probs: np.ndarray,
     with); an uncovered pixel's is its own top probability. Pseudo-label training masks
     pixels by it (cloud_bridge.pseudo_labels).
     """
-    probs = np.asarray(probs, dtype=np.float32)
-    if probs.ndim != 3 or not 1 <= probs.shape[0] <= 256:
-        raise ValueError(f"probabilities must be (C, H, W) with 1 <= C <= 256, got {probs.shape}")
+    probs = _as_probabilities(probs)
     masks = _as_mask_set(masks, probs.shape[1:])
     flat = np.ascontiguousarray(probs).reshape(probs.shape[0], -1)
     n = flat.shape[1]
@@ -256,11 +261,9 @@ def blended_vote(masks: MaskSet | Sequence[np.ndarray], probs: np.ndarray,
     """
     if not 0.0 <= mask_weight <= 1.0:
         raise ValueError(f"mask_weight must be in [0, 1], got {mask_weight}")
-    probs = np.asarray(probs, dtype=np.float32)
-    if probs.ndim != 3 or not 1 <= probs.shape[0] <= 256:
-        raise ValueError(f"probabilities must be (C, H, W) with 1 <= C <= 256, got {probs.shape}")
+    probs = _as_probabilities(probs)
     masks = _as_mask_set(masks, probs.shape[1:])
-    blended = np.array(probs, dtype=np.float32).reshape(probs.shape[0], -1)
+    blended = probs.reshape(probs.shape[0], -1).copy()   # painted in place below
     if len(masks):
         seg_sums = np.add.reduceat(blended, masks._seg_start, axis=1)
         if not np.isfinite(seg_sums).all():

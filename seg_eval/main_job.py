@@ -98,8 +98,8 @@ def bridge_settings(cfg: JobConfig, base: Path, cloud: Path, run: Path) -> dict:
     b, c = cfg.base, cfg.bridge
     return {"models.directory": str(models), "models.input_height": b.input_height,
             "models.input_width": b.input_width, "models.cache_dir": str(run / "bridge_cache"),
-            "refinement.fallback": cfg.bridge.masks, "semantics.mode": cfg.bridge.semantics,
-            "semantics.cloud_weight": cfg.bridge.cloud_weight, "semantics.mask_weight": cfg.bridge.mask_weight,
+            "refinement.fallback": c.masks, "semantics.mode": c.semantics,
+            "semantics.cloud_weight": c.cloud_weight, "semantics.mask_weight": c.mask_weight,
             "semantics.cloud_model.checkpoint": str(cloud),
             "semantics.cloud_model.input_height": c.cloud_input_height,
             "semantics.cloud_model.input_width": c.cloud_input_width,
