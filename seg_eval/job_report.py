@@ -124,6 +124,8 @@ def goal_table(report: dict) -> list[dict]:
 def models_saw(cfg: JobConfig, report: dict) -> dict:
     """What each model was trained, selected and gated on (the job's leakage statement)."""
     d, u = cfg.data, cfg.update
+    replayed = (f"{d.old_task} train frames" if u.rehearsal_pool == "old_task"
+                else "frames of the cloud model's training data (above)")
     return {
         "base_model": f"trained on {d.old_train} {d.old_task} train frames (photometric augmentation: "
                       f"{cfg.base.photometric}), selected on {d.old_val} {d.old_task} val frames; no {d.new_task} frame",
@@ -139,8 +141,9 @@ def models_saw(cfg: JobConfig, report: dict) -> dict:
                          "val, test or the walk)",
         "update_pseudo": f"the base model fine-tuned on the walk's uploaded {d.new_task} frames (walk split, "
                          f"streets of their own) with the bridge's pseudo-labels (no ground truth), plus "
-                         f"{u.rehearsal_ratio:g} {d.old_task} train frames per new frame; gated on the {d.old_val} "
-                         f"{d.old_task} and {d.new_val} {d.new_task} val frames",
+                         f"{u.rehearsal_ratio:g} replayed {replayed} per new frame; gated on the {d.old_val} "
+                         f"{d.old_task} and {d.new_val} {d.new_task} val frames (its rehearsal pool and epochs "
+                         f"were chosen on a development split: {d.new_task} frames of streets of their own)",
         "update_gt": "as the pseudo update, with the walk frames' ground truth standing in for a human annotator",
         "sam_standin": "uses the renderer's ground-truth instances (class-agnostic) of the scored test frames, "
                        "by design; its figures are stand-in figures, never SAM's",

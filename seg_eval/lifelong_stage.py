@@ -40,7 +40,16 @@ def training_store(source: SampleStore, uuids: list[str], directory: Path, task:
     return store
 
 
-def lifelong_config(cfg: JobConfig, data: JobData, output_dir: Path) -> LifelongConfig:
+def rehearsal_index(cfg: JobConfig, data: JobData, cache: Path, say=print) -> Path:
+    """The Ianvs index an update replays frames from (UpdateConfig.rehearsal_pool): the
+    base model's training frames, or everything the cloud's model trained on."""
+    if cfg.update.rehearsal_pool == "old_task":
+        return data.old_train
+    from .cloud_model import training_index
+    return training_index(cfg, data, cache, say)[0]
+
+
+def lifelong_config(cfg: JobConfig, data: JobData, rehearsal: Path, output_dir: Path) -> LifelongConfig:
     u, b = cfg.update, cfg.base
     return LifelongConfig(
         output_dir=str(output_dir), min_new_samples=1,
@@ -49,7 +58,7 @@ def lifelong_config(cfg: JobConfig, data: JobData, output_dir: Path) -> Lifelong
         # Region-refined labels count as training labels here: there is no SAM checkpoint
         # in the main job, and the point is to measure what such pseudo-labels buy.
         buffer=ReplayBufferConfig(holdout_every=0, label_sources=LabelSourcesConfig(region=True)),
-        rehearsal=RehearsalConfig(index=str(data.old_train), ratio=u.rehearsal_ratio),
+        rehearsal=RehearsalConfig(index=str(rehearsal), ratio=u.rehearsal_ratio),
         train=FineTuneConfig(epochs=u.epochs, batch_size=u.batch_size, lr=u.lr, input_height=b.input_height,
                              input_width=b.input_width, freeze_bn=u.freeze_bn, augment=True,
                              photometric=u.photometric, seed=b.seed, precision=u.precision),
@@ -64,15 +73,16 @@ class UpdateRun:
     train_frames: int             # uploaded frames it trained on
 
 
-def train_update(cfg: JobConfig, data: JobData, base: Path, store: SampleStore, labels: str,
+def train_update(cfg: JobConfig, data: JobData, base: Path, store: SampleStore, labels: str, rehearsal: Path,
                  output_dir: Path) -> UpdateRun:
-    """Fine-tune the base model on `store` and gate the candidate (it is not pushed here)."""
+    """Fine-tune the base model on `store` + frames replayed from the index `rehearsal`
+    and gate the candidate (it is not pushed here)."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.update.threads)
     try:
-        trainer = LifelongTrainer(lifelong_config(cfg, data, output_dir), store, base, progress=True)
+        trainer = LifelongTrainer(lifelong_config(cfg, data, rehearsal, output_dir), store, base, progress=True)
         decision = trainer.run(f"main job: {labels} labels of the walk's uploaded frames")
     finally:
         torch.set_num_threads(threads)

@@ -106,7 +106,8 @@ def bridge_settings(cfg: JobConfig, base: Path, cloud: Path, run: Path) -> dict:
             "semantics.cloud_model.cache_dir": str(run / "bridge_cache")}
 
 
-def run_job(cfg: JobConfig, data: JobData, base: Path, cloud: Path, run: Path, stages: dict) -> dict:
+def run_job(cfg: JobConfig, data: JobData, base: Path, cloud: Path, rehearsal: Path, run: Path,
+            stages: dict) -> dict:
     from cloud_bridge.lifelong_publish import CandidatePusher
     from rfnet.engines import ModelSpec
 
@@ -154,7 +155,7 @@ def run_job(cfg: JobConfig, data: JobData, base: Path, cloud: Path, run: Path, s
                     say(f"lifelong update with {'ground-truth' if labels == 'gt' else 'pseudo'} labels: "
                         f"fine-tuning the base model on {len(uuids)} uploaded frames + rehearsal")
                     t_trigger = time.monotonic()
-                    update = train_update(cfg, data, base, store, labels, run / f"lifelong_{labels}")
+                    update = train_update(cfg, data, base, store, labels, rehearsal, run / f"lifelong_{labels}")
                 dec = update.decision
                 info = {"published": dec.published, "blocked_because": list(dec.reasons),
                         "gate": dec.record["figures"], "train_frames": update.train_frames,
@@ -212,6 +213,7 @@ def run_main_job(cfg: JobConfig, runs: Path) -> tuple[Path, dict]:
     from .base_model import ensure_base_model
     from .cloud_model import ensure_cloud_model
     from .job_report import write_job_report
+    from .lifelong_stage import rehearsal_index
 
     cache = runs / "cache"
     run = new_run_dir(runs)
@@ -227,7 +229,7 @@ def run_main_job(cfg: JobConfig, runs: Path) -> tuple[Path, dict]:
     data = timed("data", prepare_data, cfg, cache, say)
     base = timed("base_model", ensure_base_model, cfg, data, cache, say)
     cloud = timed("cloud_model", ensure_cloud_model, cfg, data, base, cache, say)
-    outcome = run_job(cfg, data, base, cloud, run, stages)
+    outcome = run_job(cfg, data, base, cloud, rehearsal_index(cfg, data, cache, say), run, stages)
     say(f"ablation: refining the {cfg.data.new_task} test bag's uploaded frames with every mask generator "
         "and semantics (the SAM stand-in included)")
     outcome["ablation"] = timed("ablation", job_ablation, cfg, data, base, cloud, run)
