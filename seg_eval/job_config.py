@@ -134,7 +134,8 @@ class UpdateConfig:
     # mIoU (old-task change): base model 0.104; old_task pool, ratio 2.0, 21 epochs 0.201
     # (+1.5 points); cloud pool, ratio 2.0: 21 epochs 0.211 (+0.0), 27 epochs 0.217 (+1.4);
     # about the same training time as 27 at 2.0: ratio 3.0, 16 epochs 0.210 (+1.0); ratio
-    # 1.5, 33 epochs 0.214 (+2.6); ratio 1.0, 40 epochs 0.226 (+0.7).
+    # 1.5, 33 epochs 0.214 (+2.6); ratio 1.0, 40 epochs 0.226 (+0.7). bench/update_recipe.py
+    # runs this protocol.
     rehearsal_pool: str = "cloud"
     # The dim task's images need BatchNorm statistics of their own, and batches of 8
     # mixing new and rehearsal frames are large enough to estimate them: measured on an
