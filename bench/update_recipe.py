@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Lifelong-update recipe on a development split of the main job's new task: how well one
 update learns from `--frames` labelled hard frames, for a rehearsal pool, ratio and epoch
-count. This is how seg_eval.job_config.UpdateConfig was chosen, on frames that are never
+count and class weighting. This is how seg_eval.job_config.UpdateConfig was chosen, on frames that are never
 the job's val, test or walk.
 
 - training: the ground truth of the `--frames` least confident frames (the base model's
@@ -14,7 +14,7 @@ the job's val, test or walk.
 The base model and the data are the main job's cached ones (run scripts/main_job.sh
 first); the dev frames are rendered once into the same cache.
 
-  .venv/bin/python bench/update_recipe.py --json [--pool cloud --ratio 1.0 --epochs 40]
+  .venv/bin/python bench/update_recipe.py --json [--pool cloud --ratio 1.0 --epochs 40 --class-weights enet]
 """
 from __future__ import annotations
 
@@ -75,12 +75,14 @@ def main() -> int:
     ap.add_argument("--pool", choices=("old_task", "cloud"), help="default: the job's rehearsal_pool")
     ap.add_argument("--ratio", type=float, help="replayed frames per new frame (default: the job's)")
     ap.add_argument("--epochs", type=int, help="default: the job's")
+    ap.add_argument("--class-weights", choices=("none", "enet"))
     ap.add_argument("--frames", type=int, default=40, help="labelled hard frames the update learns from")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     cfg = PRESETS["full"]
     given = {k: v for k, v in (("rehearsal_pool", args.pool), ("rehearsal_ratio", args.ratio),
-                               ("epochs", args.epochs)) if v is not None}
+                               ("epochs", args.epochs),
+                               ("class_weights", args.class_weights)) if v is not None}
     cfg = dataclasses.replace(cfg, update=dataclasses.replace(cfg.update, **given))
     u, cache = cfg.update, args.runs / "cache"
     say = (lambda msg: print(msg, file=sys.stderr)) if args.json else print

@@ -112,7 +112,8 @@ def transfer_metrics(old: TaskScores, new: TaskScores) -> dict:
 def train_config(ft: FineTuneConfig) -> TrainConfig:
     return TrainConfig(epochs=ft.epochs, batch_size=ft.batch_size, lr=ft.lr, input_height=ft.input_height,
                        input_width=ft.input_width, augment=ft.augment, photometric=ft.photometric,
-                       freeze_bn=ft.freeze_bn, seed=ft.seed, device=ft.device, precision=ft.precision)
+                       freeze_bn=ft.freeze_bn, seed=ft.seed, device=ft.device, precision=ft.precision,
+                       class_weights=ft.class_weights)
 
 
 class _Concat:

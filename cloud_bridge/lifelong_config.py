@@ -82,6 +82,7 @@ class FineTuneConfig:
     seed: int = 0                 # training and the rehearsal draw: same inputs, same candidate
     device: str = "cpu"
     precision: str = "fp32"       # fp32 | bf16 | auto (rfnet.training.TrainConfig)
+    class_weights: str = "none"   # none | enet (rfnet.training.TrainConfig)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "input_height", "input_width"):
@@ -91,6 +92,8 @@ class FineTuneConfig:
             raise ConfigError(f"train.lr={self.lr}: use a rate > 0")
         if self.precision not in ("fp32", "bf16", "auto"):
             raise ConfigError(f"train.precision={self.precision!r}: use fp32, bf16 or auto")
+        if self.class_weights not in ("none", "enet"):
+            raise ConfigError(f"train.class_weights={self.class_weights!r}: use none or enet")
 
 
 @dataclass(frozen=True)

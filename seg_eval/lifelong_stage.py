@@ -61,7 +61,8 @@ def lifelong_config(cfg: JobConfig, data: JobData, rehearsal: Path, output_dir: 
         rehearsal=RehearsalConfig(index=str(rehearsal), ratio=u.rehearsal_ratio),
         train=FineTuneConfig(epochs=u.epochs, batch_size=u.batch_size, lr=u.lr, input_height=b.input_height,
                              input_width=b.input_width, freeze_bn=u.freeze_bn, augment=True,
-                             photometric=u.photometric, seed=b.seed, precision=u.precision),
+                             photometric=u.photometric, seed=b.seed, precision=u.precision,
+                             class_weights=u.class_weights),
         gate=GateConfig(min_new_gain=u.min_new_gain, max_old_drop=u.max_old_drop),
         pseudo_labels=PseudoLabelConfig(keep_fraction=u.pseudo_keep_fraction))
 

@@ -242,6 +242,13 @@ def test_runs_that_cannot_be_judged_are_refused(world, published, tmp_path):
             LifelongTrainer(config(world, "out_refuse"), store, world["current"]).run("test")
 
 
+def test_unknown_class_weights_are_refused():
+    from seg_core import ConfigError
+
+    with pytest.raises(ConfigError, match="train.class_weights='median': use none or enet"):
+        FineTuneConfig(class_weights="median")
+
+
 def test_cli_forced_run_repeats_the_figures_and_prints_the_decision(world, tiny, blocked, capsys):
     """Not triggered, a bad checkpoint, then a forced run in another process: the same
     inputs as the blocked run give the same figures (runs are seeded), and its lenient

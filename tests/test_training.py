@@ -11,7 +11,7 @@ import torch
 
 from rfnet.checkpoint import load_checkpoint
 from rfnet.network import RFNet, RFNetConfig
-from rfnet.training import TrainConfig, Trainer, evaluate, open_labelled
+from rfnet.training import TrainConfig, Trainer, enet_class_weights, evaluate, open_labelled
 from rfnet.training_data import TorchSegmentationDataset
 
 H, W = 64, 96
@@ -78,6 +78,23 @@ def test_bf16_training_learns_and_keeps_fp32_weights(index, tmp_path):
     assert all(p.dtype == torch.float32 for p in load_checkpoint(tmp_path / "m.pth").model.parameters())
     with pytest.raises(ValueError, match="precision 'fp16'"):
         config(precision="fp16")
+
+
+def test_enet_class_weights_favour_the_rare_class_and_training_uses_them(index):
+    """The fixture's scenes are about 45 % sky (10) and 55 % road (0): 1 / ln(1.02 + share)."""
+    cfg = config(class_weights="enet", epochs=2)
+    data = TorchSegmentationDataset(open_labelled(index, 30), cfg.preprocess)
+    labels = np.concatenate([data.dataset[i].labels.ravel() for i in range(len(data))])
+    share_sky = float(np.mean(labels == 10))
+    w = enet_class_weights(data, 30)
+    assert w[10] == pytest.approx(1 / np.log(1.02 + share_sky), rel=1e-5)
+    assert w[0] == pytest.approx(1 / np.log(1.02 + 1 - share_sky), rel=1e-5)
+    assert w[10] > w[0] and w[5] == pytest.approx(1 / np.log(1.02), rel=1e-5)
+    trainer = Trainer(RFNet(RFNetConfig(num_classes=30)), cfg)
+    trainer.fit(data, progress=False)
+    assert torch.equal(trainer.loss.weight, w)
+    with pytest.raises(ValueError, match="class_weights 'median'"):
+        config(class_weights="median")
 
 
 def test_training_is_seeded(index):

@@ -30,6 +30,7 @@ from .preprocessing import PreprocessConfig
 log = logging.getLogger(__name__)
 IGNORE = 255
 PRECISIONS = ("fp32", "bf16", "auto")
+CLASS_WEIGHTS = ("none", "enet")
 DECODER_PREFIXES = ("backbone.spp", "backbone.upsample", "logits")
 
 
@@ -56,10 +57,17 @@ class TrainConfig:
     # bench/training_speed.py on this project's 2-core Xeon with AMX: a 128x160 RGB-D step
     # of 8 frames 0.58 s in fp32, 0.40 s in bf16.
     precision: str = "fp32"
+    # Loss weight per class: "none", or "enet": 1 / ln(1.02 + p), p the class's share of the
+    # training set's labelled pixels (Paszke et al. 2016, ENet; RFNet's own training offers
+    # it as balanced weights). mIoU counts every class alike, and without weights a class
+    # that covers 0.1 % of the pixels is never predicted.
+    class_weights: str = "none"
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
+        if self.class_weights not in CLASS_WEIGHTS:
+            raise ValueError(f"class_weights {self.class_weights!r}: use one of {', '.join(CLASS_WEIGHTS)}")
 
     @property
     def autocast_bf16(self) -> bool:
@@ -114,6 +122,19 @@ def param_groups(model: RFNet, cfg: TrainConfig) -> list[dict]:
     return [{"params": decoder, "lr": cfg.lr}, {"params": encoder, "lr": cfg.lr * cfg.encoder_lr_factor}]
 
 
+def enet_class_weights(dataset, num_classes: int) -> torch.Tensor:
+    """ENet's weights 1 / ln(1.02 + p_c) from the label shares of `dataset` (a
+    TorchSegmentationDataset; its underlying samples, unaugmented)."""
+    counts = np.zeros(num_classes, np.int64)
+    for i in range(len(dataset.dataset)):
+        labels = dataset.dataset[i].labels
+        if labels is not None:
+            counts += np.bincount(labels[labels < num_classes].ravel(), minlength=num_classes)[:num_classes]
+    if counts.sum() == 0:
+        raise ValueError("class_weights=enet: the training set has no labelled pixel")
+    return torch.from_numpy(1.0 / np.log(1.02 + counts / counts.sum())).float()
+
+
 def _batches(dataset, cfg: TrainConfig, shuffle: bool, epoch: int):
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
     return torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, drop_last=shuffle,
@@ -155,6 +176,9 @@ class Trainer:
         seed_everything(cfg.seed)
         steps_per_epoch = max(1, len(train) // cfg.batch_size)
         total = cfg.epochs * steps_per_epoch
+        if cfg.class_weights == "enet":
+            weight = enet_class_weights(train, self.model.num_classes).to(cfg.device)
+            self.loss = nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE)
         opt = torch.optim.AdamW(param_groups(self.model, cfg), weight_decay=cfg.weight_decay)
         base_lrs = [g["lr"] for g in opt.param_groups]
         result, best_state, step = TrainResult(), None, 0
@@ -230,13 +254,16 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", choices=PRECISIONS, default="fp32",
                     help="bf16: autocast the forward pass; auto: bf16 where the hardware has it")
+    ap.add_argument("--class-weights", choices=CLASS_WEIGHTS, default="none",
+                    help="enet: weight each class's loss by 1 / ln(1.02 + its share of the training pixels)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, input_height=args.height,
                       input_width=args.width, augment=not args.no_augment, photometric=args.photometric,
-                      freeze_bn=args.freeze_bn, seed=args.seed, device=args.device, precision=args.precision)
+                      freeze_bn=args.freeze_bn, seed=args.seed, device=args.device, precision=args.precision,
+                      class_weights=args.class_weights)
     try:
         train = TorchSegmentationDataset(open_labelled(args.train, args.num_classes), cfg.preprocess,
                                          augment=cfg.augment, seed=cfg.seed, augment_cfg=cfg.augment_config)
