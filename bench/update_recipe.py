@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Lifelong-update recipe on a development split of the main job's new task: how well one
-update learns from `--frames` labelled hard frames, for a rehearsal pool, ratio and epoch
-count and class weighting. This is how seg_eval.job_config.UpdateConfig was chosen, on frames that are never
-the job's val, test or walk.
+update learns from `--frames` labelled hard frames, for a rehearsal pool, ratio, epoch
+count and class weighting. This is how seg_eval.job_config.UpdateConfig was chosen, on
+frames that are never the job's val, test or walk.
 
 - training: the ground truth of the `--frames` least confident frames (the base model's
   mean top probability, as the robot's mining ranks them) of 160 dim_underpass frames of
