@@ -129,7 +129,7 @@ def enet_class_weights(dataset, num_classes: int) -> torch.Tensor:
     for i in range(len(dataset.dataset)):
         labels = dataset.dataset[i].labels
         if labels is not None:
-            counts += np.bincount(labels[labels < num_classes].ravel(), minlength=num_classes)[:num_classes]
+            counts += np.bincount(labels[labels < num_classes], minlength=num_classes)
     if counts.sum() == 0:
         raise ValueError("class_weights=enet: the training set has no labelled pixel")
     return torch.from_numpy(1.0 / np.log(1.02 + counts / counts.sum())).float()
